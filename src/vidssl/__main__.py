@@ -1,0 +1,5 @@
+import sys
+
+from vidssl.cli.main import main
+
+sys.exit(main())

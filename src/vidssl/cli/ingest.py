@@ -1,0 +1,80 @@
+"""`vidssl ingest VIDEO... --out STORE`: decode videos once into a frame store for fast training."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vidssl.data.blank import BlankThresholds
+from vidssl.data.errors import VideoError
+from vidssl.data.ingest import IngestOptions, ingest, report_of
+from vidssl.data.store import MANIFEST, open_store
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    d = BlankThresholds()
+    p = subparsers.add_parser(
+        "ingest",
+        help="decode videos once into a frame store (fast random clip access for training)",
+        description=(
+            "Decode each video once, front to back, resize it and write a frame store (JPEG frames in "
+            "large shard files with an index) that gives any frame in constant time. Blank and frozen "
+            "stretches are detected and kept out of training. An interrupted ingest resumes when the "
+            "same command is run again. Train from it with `vidssl pretrain --store STORE`. "
+            "`vidssl ingest STORE --report` prints what an existing store holds; `--verify` checks every byte."
+        ),
+    )
+    p.add_argument("videos", nargs="+", metavar="VIDEO",
+                   help="video files to ingest (anything FFmpeg reads), or one existing STORE with --report/--verify")
+    p.add_argument("--out", metavar="STORE", help="directory of the frame store to write (required to ingest)")
+    p.add_argument("--short-side", type=int, default=512,
+                   help="downscale frames so their short side is this many pixels; never upscales (default: 512; 0 keeps the size)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="keep about this many frames per second (default: every frame)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored frames, 1-100 (default: 90)")
+    p.add_argument("--threads", type=int, default=2, help="threads that resize and encode beside the decoder (default: 2)")
+    p.add_argument("--blank-seconds", type=float, default=d.blank_seconds,
+                   help=f"exclude near-black or near-constant runs at least this long (default: {d.blank_seconds})")
+    p.add_argument("--frozen-seconds", type=float, default=d.frozen_seconds,
+                   help=f"exclude runs of repeated (frozen) frames at least this long (default: {d.frozen_seconds})")
+    p.add_argument("--report", action="store_true",
+                   help="print what was found: frames kept and lost, decode errors, excluded blank/frozen stretches")
+    p.add_argument("--verify", action="store_true",
+                   help="with an existing STORE: hash every shard and compare with what ingest wrote")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _print_report(reports) -> None:
+    for r in reports:
+        for line in r.lines():
+            print(line)
+
+
+def run(args: argparse.Namespace) -> int:
+    if len(args.videos) == 1 and (Path(args.videos[0]) / MANIFEST).is_file() and not args.out:
+        store = open_store(args.videos[0], verify=True)
+        if args.verify:
+            store.verify(full=True)
+            print(f"{store.root}: every shard matches what ingest wrote")
+        _print_report([report_of(m) for m in store.videos])
+        return 0
+    if not args.out:
+        raise VideoError("--out STORE is required to ingest (or give one existing store with --report)")
+    if not 1 <= args.quality <= 100:
+        raise VideoError(f"--quality must be between 1 and 100, got {args.quality}")
+    if args.fps is not None and args.fps <= 0:
+        raise VideoError(f"--fps must be positive, got {args.fps}")
+    options = IngestOptions(
+        short_side=args.short_side or None, fps=args.fps, quality=args.quality, threads=args.threads,
+        thresholds=BlankThresholds(blank_seconds=args.blank_seconds, frozen_seconds=args.frozen_seconds),
+    )
+    reports = ingest(args.videos, args.out, options, progress=not args.no_progress and sys.stderr.isatty())
+    total = sum(r.num_frames for r in reports)
+    excluded = sum(s.end - s.start for r in reports for s in r.stretches)
+    lost = sum(r.lost_frames for r in reports)
+    print(f"{args.out}: {len(reports)} video(s), {total} frames stored, {excluded} in excluded stretches, {lost} lost")
+    if args.report:
+        _print_report(reports)
+    return 0

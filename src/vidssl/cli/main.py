@@ -1,0 +1,73 @@
+"""The `vidssl` command. Each subcommand lives in its own module with `register(subparsers)`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from vidssl import __version__
+from vidssl.errors import VidsslError
+
+# (module, group): group None = top-level command; "eval"/"show" = a subcommand of that group.
+COMMAND_MODULES: tuple[tuple[str, str | None], ...] = (
+    ("vidssl.cli.pretrain", None),
+    ("vidssl.cli.ingest", None),
+    ("vidssl.cli.export", None),
+    ("vidssl.cli.config_cmd", None),
+    ("vidssl.cli.evaluate", "eval"),
+    ("vidssl.cli.show_attention", "show"),
+    ("vidssl.cli.show_tracks", "show"),
+    ("vidssl.cli.show_segment", "show"),
+)
+
+GROUP_HELP = {
+    "eval": "evaluate an encoder (k-NN, linear probe, DAVIS, unsupervised segmentation)",
+    "show": "pictures of what an encoder sees (attention, tracked objects, segmentation)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vidssl",
+        description="Self-supervised image encoders from long videos: pretrain, ingest, evaluate, show, export.",
+    )
+    parser.add_argument("--version", action="version", version=f"vidssl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for module_name, group in COMMAND_MODULES:
+        if importlib.util.find_spec(module_name) is None:  # TEMP during parallel development
+            continue
+        module = importlib.import_module(module_name)
+        target = commands
+        if group is not None:
+            if group not in groups:
+                group_parser = commands.add_parser(group, help=GROUP_HELP[group], description=GROUP_HELP[group])
+                groups[group] = group_parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+            target = groups[group]
+        module.register(target)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Presets and key=value overrides may come before or after options ("--video x optim.lr=1").
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "args") or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.args = list(args.args) + extra
+    try:
+        result = args.func(args)
+    except VidsslError as e:
+        print(f"vidssl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidssl: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""`vidssl pretrain`: train an encoder on one or more long videos (or a frame store)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from vidssl.config import ConfigError, list_presets, load_config, valid_keys
+
+DEFAULT_PRESET = "default"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="self-supervised pretraining (DoRA or DINO) on long videos",
+        description=(
+            "Train a ViT self-supervised on videos. With no arguments, trains a tiny model on a small "
+            "built-in sample video on the CPU in a few minutes. Presets: " + ", ".join(list_presets())
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  vidssl pretrain\n"
+            "  vidssl pretrain dora-vits16-wtours --video venice.mp4 --out runs/venice\n"
+            "  vidssl pretrain --store stores/venice optim.epochs=10 data.batch_size=32\n"
+            "  vidssl pretrain --out runs/venice --resume"
+        ),
+    )
+    p.add_argument(
+        "args", nargs="*", metavar="[PRESET_OR_YAML] [key=value ...]",
+        help=f"a preset name or YAML file (default: '{DEFAULT_PRESET}'), then dotted overrides such as optim.lr=1e-3",
+    )
+    p.add_argument("--video", nargs="+", metavar="PATH", help="video file(s) to train on (anything FFmpeg reads)")
+    p.add_argument("--store", metavar="STORE", help="a frame store written by `vidssl ingest` (faster than --video)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<preset>-<time>); with --resume, the run to continue")
+    p.add_argument("--steps", type=int, metavar="N", help="stop after N optimizer steps in total (schedules still span the full run)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.set_defaults(func=run)
+
+
+def split_preset(args: list[str]) -> tuple[str | None, list[str]]:
+    """The first argument without '=' is the preset; the rest are overrides."""
+    preset, overrides = None, []
+    for a in args:
+        if "=" not in a and preset is None and not overrides:
+            preset = a
+        elif "=" not in a:
+            raise ConfigError(f"unexpected argument '{a}': give one preset first, then key=value overrides")
+        else:
+            overrides.append(a)
+    return preset, overrides
+
+
+def split_videos(items: list[str]) -> tuple[list[str], list[str]]:
+    """`--video a.mp4 b.mp4 optim.lr=1` reads the trailing overrides as overrides, not videos."""
+    keys = set(valid_keys())
+    videos, overrides = [], []
+    for item in items:
+        (overrides if item.split("=", 1)[0] in keys else videos).append(item)
+    return videos, overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidssl.engine.trainer import CONFIG_NAME, pretrain
+
+    videos, extra = split_videos(args.video or [])
+    preset, overrides = split_preset(list(args.args) + extra)
+    if videos:
+        overrides.append(f"data.videos=[{','.join(repr(str(v)) for v in videos)}]")
+    if args.store:
+        overrides.append(f"data.store={str(args.store)!r}")
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out DIR, the run directory to continue")
+        saved = Path(args.out) / CONFIG_NAME
+        if preset is not None:
+            raise ConfigError("--resume continues the run with its saved config; give overrides only, not a preset")
+        if not saved.is_file():
+            raise ConfigError(f"--resume: no run in {args.out} (missing {saved})")
+        cfg = load_config(str(saved), overrides)
+        out = Path(args.out)
+    else:
+        cfg = load_config(preset or DEFAULT_PRESET, overrides)
+        name = Path(preset).stem if preset else DEFAULT_PRESET
+        out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    pretrain(cfg, out, resume=args.resume, max_steps=args.steps)
+    return 0
+
+

@@ -1,0 +1,302 @@
+"""Reading frames from video files: probe, and a persistent forward-decoding reader.
+
+A reader is opened once per data-loader worker and kept. `read(indices)` takes sorted frame
+indices and decodes forward from the current position; it seeks only when the next wanted
+frame is behind it or further ahead than `seek_gap` frames, so a batch of overlapping clips
+costs one pass over the frames they span, never one seek per clip.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from vidssl.data.errors import VideoError
+
+SEEK_GAP = 300  # frames; decoding this many forward is cheaper than a seek + GOP decode
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the clip index needs to know about one video file."""
+
+    path: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    codec: str
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps if self.fps else 0.0
+
+
+def check_video_path(path: str | Path) -> Path:
+    """A path that exists, is a file and is not empty, else a `VideoError` naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(f"{p}: no such file")
+    if p.is_dir():
+        raise VideoError(f"{p}: is a directory, not a video file")
+    if p.stat().st_size == 0:
+        raise VideoError(f"{p}: is an empty file (0 bytes)")
+    return p
+
+
+def _open_container(path: Path):
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as e:  # av.error.InvalidDataError, PermissionError, ...
+        raise VideoError(f"{path}: cannot be opened as a video ({type(e).__name__}: {_short(e)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path}: not a video (no video stream)")
+    return container
+
+
+def _short(e: BaseException) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+def _stream_fps(stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def probe_video(path: str | Path, backend: str = "pyav") -> VideoInfo:
+    """Frame count, fps and size of a video. The count comes from the container header when it
+    has one, else from demuxing every packet (no decoding)."""
+    p = check_video_path(path)
+    if backend == "torchcodec":
+        return _probe_torchcodec(p)
+    container = _open_container(p)
+    try:
+        stream = container.streams.video[0]
+        fps = _stream_fps(stream)
+        n = int(stream.frames or 0)
+        if n <= 0:
+            try:
+                n = sum(1 for pkt in container.demux(stream) if pkt.size > 0)
+            except Exception as e:
+                raise VideoError(f"{p}: cannot be read as a video ({type(e).__name__}: {_short(e)})") from None
+        width, height = stream.codec_context.width, stream.codec_context.height
+        codec = stream.codec_context.name
+    finally:
+        container.close()
+    if n <= 0 or fps <= 0 or width <= 0:
+        raise VideoError(f"{p}: not a video (no frames found)")
+    return VideoInfo(str(p), n, fps, width, height, codec)
+
+
+def _probe_torchcodec(p: Path) -> VideoInfo:
+    decoder = _torchcodec_decoder(p)
+    md = decoder.metadata
+    n = int(md.num_frames or 0)
+    fps = float(md.average_fps or 0.0)
+    if n <= 0 or fps <= 0:
+        raise VideoError(f"{p}: not a video (no frames found)")
+    return VideoInfo(str(p), n, fps, int(md.width), int(md.height), str(md.codec))
+
+
+def _torchcodec_decoder(p: Path):
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except Exception as e:
+        raise VideoError(f"{p}: data.backend=torchcodec but torchcodec cannot be imported ({_short(e)})") from None
+    try:
+        return VideoDecoder(str(p), seek_mode="approximate", dimension_order="NHWC")
+    except Exception as e:
+        raise VideoError(f"{p}: cannot be opened as a video by torchcodec ({type(e).__name__}: {_short(e)})") from None
+
+
+def resized_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(w, h) with the short side at most `short_side` (never upscaled); even sizes."""
+    if not short_side or min(width, height) <= short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    w, h = round(width * scale), round(height * scale)
+    return max(2, w - w % 2), max(2, h - h % 2)
+
+
+class FrameReader(Protocol):
+    """Anything that returns frames of one video by index."""
+
+    def read(self, indices: list[int]) -> tuple[dict[int, np.ndarray], dict[int, str]]: ...
+
+    def close(self) -> None: ...
+
+
+class PyAVReader:
+    """Persistent PyAV reader of one file. `read(sorted indices)` -> ({index: uint8 (H, W, 3)},
+    {index: why it is missing}). Decoding errors never propagate: the frames are reported
+    missing and the reader re-seeks past them."""
+
+    def __init__(self, path: str | Path, short_side: int | None = None, threads: int = 0,
+                 seek_gap: int = SEEK_GAP):
+        self.path = check_video_path(path)
+        self.container = _open_container(self.path)
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        if threads:
+            self.stream.codec_context.thread_count = threads
+        self.fps = _stream_fps(self.stream)
+        self.time_base = self.stream.time_base or Fraction(1, 1)
+        self.start_time = float((self.stream.start_time or 0) * self.time_base)
+        cc = self.stream.codec_context
+        self.size = resized_size(cc.width, cc.height, short_side)
+        self.resize = self.size != (cc.width, cc.height)
+        self.seek_gap = seek_gap
+        self._frames = None  # the decode generator
+        self._next = 0  # index of the next frame the generator yields (approx.)
+        self._counter = 0
+        self._after_seek = False
+
+    def close(self) -> None:
+        self._frames = None
+        self.container.close()
+
+    def _index(self, frame) -> int:
+        if frame.time is None:
+            return self._counter
+        return int(round((float(frame.time) - self.start_time) * self.fps))
+
+    def _seek(self, index: int) -> None:
+        """Position the decoder at the last keyframe at or before frame `index - 1`."""
+        seconds = self.start_time + max(0, index - 1) / self.fps
+        ts = int(math.floor(seconds / self.time_base))
+        try:
+            self.container.seek(ts, stream=self.stream, backward=True, any_frame=False)
+        except Exception:
+            self.container.seek(0, stream=self.stream, backward=True, any_frame=False)
+        self._frames = self.container.decode(self.stream)
+        self._next = -1  # unknown until the first frame comes out
+        self._after_seek = True
+
+    def to_array(self, frame) -> np.ndarray:
+        if self.resize:
+            w, h = self.size
+            return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+        return frame.to_ndarray(format="rgb24")
+
+    def read(self, indices: list[int]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+        out: dict[int, np.ndarray] = {}
+        missing: dict[int, str] = {}
+        wanted = sorted(set(int(i) for i in indices))
+        k = 0
+        while k < len(wanted):
+            target = wanted[k]
+            if self._frames is None or target < self._next or target - self._next > self.seek_gap:
+                if self._frames is None and target == 0:
+                    self._frames = self.container.decode(self.stream)
+                    self._next = 0
+                    self._counter = 0
+                else:
+                    self._seek(target)
+            try:
+                frame = next(self._frames)
+            except StopIteration:
+                self._frames = None
+                for i in wanted[k:]:
+                    missing[i] = "past the last decodable frame"
+                break
+            except Exception as e:  # corrupt data: report and jump past the frame
+                self._frames = None
+                missing[target] = f"decode error ({type(e).__name__}: {_short(e)})"
+                k += 1
+                continue
+            idx = self._index(frame)
+            corrupt = bool(getattr(frame, "is_corrupt", False))
+            if corrupt and self._after_seek and idx > 0:
+                # Some files mark frames as keyframes that do not decode on their own (FFmpeg
+                # conceals the damage and flags the frame): step back to an earlier keyframe.
+                self._seek(idx)
+                continue
+            self._after_seek = False
+            self._counter = idx + 1
+            self._next = idx + 1
+            while k < len(wanted) and wanted[k] < idx:
+                missing[wanted[k]] = "frame not in the stream (lost or corrupt)"
+                k += 1
+            if k < len(wanted) and wanted[k] == idx:
+                if corrupt:
+                    missing[idx] = "decoded with errors (corrupt data)"
+                else:
+                    out[idx] = self.to_array(frame)
+                k += 1
+        return out, missing
+
+
+class TorchCodecReader:
+    """torchcodec reader of one file (asked for with data.backend=torchcodec)."""
+
+    def __init__(self, path: str | Path, short_side: int | None = None, **_: object):
+        self.path = check_video_path(path)
+        self.decoder = _torchcodec_decoder(self.path)
+        md = self.decoder.metadata
+        self.fps = float(md.average_fps or 0.0)
+        self.num_frames = int(md.num_frames or 0)
+        self.size = resized_size(int(md.width), int(md.height), short_side)
+        self.resize = self.size != (int(md.width), int(md.height))
+
+    def close(self) -> None:
+        self.decoder = None
+
+    def read(self, indices: list[int]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+        import torch
+        import torch.nn.functional as F
+
+        wanted = sorted(set(int(i) for i in indices))
+        out: dict[int, np.ndarray] = {}
+        missing: dict[int, str] = {}
+        ok = [i for i in wanted if i < self.num_frames]
+        for i in wanted[len(ok):]:
+            missing[i] = "past the last frame"
+        try:
+            frames = self.decoder.get_frames_at(ok).data if ok else None  # (N, H, W, 3) uint8
+        except Exception:
+            frames = None
+            for i in ok:  # one by one, to find the bad ones
+                try:
+                    out[i] = self._resize(self.decoder.get_frame_at(i).data[None])[0].numpy()
+                except Exception as e:
+                    missing[i] = f"decode error ({type(e).__name__}: {_short(e)})"
+            return out, missing
+        if frames is not None:
+            frames = self._resize(frames)
+            for j, i in enumerate(ok):
+                out[i] = frames[j].numpy()
+        return out, missing
+
+    def _resize(self, frames):
+        import torch
+        import torch.nn.functional as F
+
+        if not self.resize:
+            return frames
+        w, h = self.size
+        x = frames.permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def open_reader(path: str | Path, backend: str = "pyav", short_side: int | None = None,
+                threads: int = 0) -> FrameReader:
+    """A persistent reader for `path` with the chosen backend."""
+    if backend == "torchcodec":
+        return TorchCodecReader(path, short_side)
+    if backend != "pyav":
+        raise VideoError(f"{path}: unknown data.backend {backend!r}; valid: 'pyav', 'torchcodec'")
+    return PyAVReader(path, short_side, threads=threads)
+
+
+def is_readable_file(path: str | Path) -> bool:
+    return os.path.isfile(path) and os.path.getsize(path) > 0

@@ -1,0 +1,311 @@
+"""The training loop, the same for every method, on Lightning Fabric (CPU, GPU, DDP, SLURM)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric import Fabric
+
+from vidssl.config import Config, to_dict, to_yaml
+from vidssl.data import build_training_data
+from vidssl.engine import checkpoint as ckpt
+from vidssl.engine.optim import cancel_last_layer_gradients, clip_gradients_per_tensor, ema_update, param_groups
+from vidssl.engine.run_log import METRICS_NAME, RunLog
+from vidssl.engine.schedules import CosineSchedule
+from vidssl.errors import VidsslError
+from vidssl.methods import Method, StepInfo, build_method
+
+CONFIG_NAME = "config.yaml"
+
+
+class NonFiniteLoss(VidsslError):
+    """The loss became NaN or infinite; the run stops before touching the weights."""
+
+
+def resolve_precision(precision: str | None, accelerator: str) -> str:
+    """bf16 autocast where it pays: on GPUs, and on CPUs (measured faster here, see docs/engine.md)."""
+    if precision is not None:
+        return precision
+    if accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed"
+
+
+@dataclass
+class Schedules:
+    lr: CosineSchedule
+    weight_decay: CosineSchedule
+    momentum: CosineSchedule
+
+    @classmethod
+    def from_config(cfg: type, config: Config, steps_per_epoch: int, total_batch: int) -> "Schedules":
+        o = config.optim
+        total = o.epochs * steps_per_epoch
+        peak_lr = o.lr * total_batch / 256.0  # linear scaling rule
+        return cfg(
+            lr=CosineSchedule(peak_lr, o.min_lr, total, warmup_steps=o.warmup_epochs * steps_per_epoch),
+            weight_decay=CosineSchedule(o.weight_decay, o.weight_decay_end, total),
+            momentum=CosineSchedule(o.momentum_teacher, 1.0, total),
+        )
+
+
+class GracefulStop:
+    """First SIGINT/SIGTERM asks the loop to checkpoint and stop at the end of the step
+    (SLURM sends SIGTERM before a pre-emption); a second SIGINT stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "GracefulStop":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        e = cfg.engine
+        # Fabric announces its precision plugin on stderr; our start line says the same.
+        for name in ("lightning.fabric", "lightning.pytorch"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.fabric = Fabric(
+            accelerator=e.accelerator, devices=e.devices, num_nodes=e.num_nodes, strategy=e.strategy,
+            precision=resolve_precision(e.precision, e.accelerator),
+        )
+        self.fabric.launch()
+        self.resume_payload = self._prepare_run_dir(resume)
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_run_dir(self, resume: bool) -> dict[str, Any] | None:
+        path = self.run_dir / ckpt.CHECKPOINT_NAME
+        if resume:
+            if not path.is_file():
+                raise VidsslError(f"--resume: no checkpoint in {self.run_dir} (expected {path})")
+            return ckpt.load(path)
+        if path.exists():
+            raise VidsslError(f"{self.run_dir} already holds a run (checkpoint.pt); pass --resume to continue it or choose another --out")
+        if self.fabric.is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / CONFIG_NAME).write_text(to_yaml(self.cfg))
+        return None
+
+    def _build(self) -> None:
+        cfg, fabric = self.cfg, self.fabric
+        # Same seed on every rank so the student (and its teacher copy) start identical everywhere.
+        torch.manual_seed(cfg.engine.seed)
+        if cfg.engine.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        method = build_method(cfg)
+        self.data = build_training_data(
+            cfg.data, method.make_transform(), seed=cfg.engine.seed, rank=fabric.global_rank, world_size=fabric.world_size,
+        )
+        available = self.data.batches_per_epoch(cfg.data.batch_size)
+        if available < 1:
+            raise VidsslError(
+                f"not enough clips for one batch per process: {self.data.num_clips} clips, "
+                f"batch {cfg.data.batch_size} x {fabric.world_size} processes ({self.data.describe()})"
+            )
+        spe = cfg.optim.steps_per_epoch or available
+        if spe > available:
+            raise VidsslError(f"optim.steps_per_epoch={spe} but one pass over the data gives {available} batches per process")
+        self.steps_per_epoch = spe
+        self.total_steps = cfg.optim.epochs * spe
+        self.schedules = Schedules.from_config(cfg, spe, cfg.data.batch_size * fabric.world_size)
+        optimizer = torch.optim.AdamW(param_groups(method.student), lr=0.0)
+        self.method: Method = method
+        self.model, self.optimizer = fabric.setup(method, optimizer)
+        # Different augment/drop-path randomness per rank from here on.
+        torch.manual_seed(cfg.engine.seed + 1000 * fabric.global_rank + 1)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.decode_errors = 0
+        if self.resume_payload is not None:
+            self._restore(self.resume_payload)
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        m = self.method
+        m.student.load_state_dict(payload["student"])
+        m.teacher.load_state_dict(payload["teacher"])
+        extra = payload.get("method_state", {})
+        if extra:
+            m.load_state_dict({**m.state_dict(), **extra})
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.step = payload["step"]
+        self.epoch = payload["epoch"]
+        self.batch_in_epoch = payload["batch_in_epoch"]
+        self.decode_errors = payload.get("decode_errors", 0)
+        if payload.get("world_size") != self.fabric.world_size:
+            self.fabric.print(
+                f"warning: resuming a run of {payload.get('world_size')} processes on {self.fabric.world_size}: "
+                "the data order from here differs from an uninterrupted run"
+            )
+        if self.fabric.global_rank == 0:
+            ckpt.set_rng_state(payload["rng"])
+
+    # ------------------------------------------------------------------ checkpoint
+    def save_checkpoint(self) -> None:
+        m = self.method
+        if self.fabric.is_global_zero:
+            payload = {
+                "format": ckpt.FORMAT,
+                "config": to_dict(self.cfg),
+                "student": m.student.state_dict(),
+                "teacher": m.teacher.state_dict(),
+                "method_state": {k: v for k, v in m.state_dict().items() if not k.startswith(("student.", "teacher."))},
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "decode_errors": self.decode_errors,
+                "world_size": self.fabric.world_size,
+                "rng": ckpt.rng_state(),
+            }
+            ckpt.save_atomic(payload, self.run_dir / ckpt.CHECKPOINT_NAME)
+        self.fabric.barrier()
+
+    # ------------------------------------------------------------------ loop
+    def _apply_schedules(self) -> dict[str, float]:
+        lr = self.schedules.lr(self.step)
+        wd = self.schedules.weight_decay(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            group["weight_decay"] = wd if group["apply_wd"] else 0.0
+        return {"lr": lr, "weight_decay": wd}
+
+    def _train_step(self, views: list[torch.Tensor]) -> dict[str, Any]:
+        cfg, fabric = self.cfg, self.fabric
+        info = StepInfo(self.step, self.epoch, self.steps_per_epoch, self.total_steps)
+        values = self._apply_schedules()
+        loss, logs = self.model(views, info)
+        finite = torch.isfinite(loss.detach()).float()
+        if fabric.world_size > 1:
+            finite = fabric.all_reduce(finite, reduce_op="min")
+        if finite.item() < 1:
+            where = "" if not (self.run_dir / ckpt.CHECKPOINT_NAME).exists() else f"; the last good checkpoint is {self.run_dir / ckpt.CHECKPOINT_NAME}"
+            raise NonFiniteLoss(f"loss is {loss.item()} at step {self.step} (epoch {self.epoch}); stopping{where}")
+        self.optimizer.zero_grad(set_to_none=True)
+        fabric.backward(loss)
+        if cfg.optim.clip_grad > 0:
+            unscale = getattr(fabric.strategy.precision, "unscale_gradients", None)
+            if unscale is not None:  # fp16 scaling: clip the real gradients
+                unscale(self.optimizer.optimizer)
+            values["grad_norm_max"] = clip_gradients_per_tensor(self.method.student, cfg.optim.clip_grad)
+        if self.epoch < cfg.optim.freeze_last_layer:
+            cancel_last_layer_gradients(self.method.student["head"])
+        self.optimizer.step()
+        momentum = self.schedules.momentum(self.step)
+        ema_update(self.method.teacher, self.method.student, momentum)
+        values.update(loss=loss.item(), momentum=momentum, **logs)
+        return values
+
+    def _write_pictures(self) -> None:
+        if self.fabric.is_global_zero:
+            clip = self.data.read_clip(self.data.num_clips // 2)
+            self.method.eval()
+            self.method.write_pictures(self.run_dir, clip, self.epoch)
+            self.method.train()
+        self.fabric.barrier()
+
+    def fit(self, max_steps: int | None = None) -> dict[str, Any]:
+        self._build()
+        cfg, fabric = self.cfg, self.fabric
+        end_step = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
+        if self.step >= end_step:
+            fabric.print(f"nothing to do: the run is at step {self.step} of {end_step}")
+            return {"step": self.step}
+        log = RunLog(self.run_dir, self.step, end_step, cfg.engine.progress) if fabric.is_global_zero else None
+        if log:
+            log.message(
+                f"vidssl pretrain: {cfg.method.name} {cfg.model.arch}/{cfg.model.patch_size} on {self.data.describe()}; "
+                f"{fabric.world_size} process(es) on {fabric.device}, precision {fabric.strategy.precision.__class__.__name__}; "
+                f"{self.steps_per_epoch} steps/epoch x {cfg.optim.epochs} epochs; run dir {self.run_dir}"
+            )
+        clips_per_step = cfg.data.batch_size * fabric.world_size
+        last: dict[str, Any] = {}
+        started = time.perf_counter()
+        step_start = started
+        stopped_by_signal = False
+        self.method.train()
+        with GracefulStop() as stop:
+            while self.step < end_step and not stopped_by_signal:
+                batches = self.data.loader(cfg.data.batch_size, cfg.data.num_workers, self.epoch, self.batch_in_epoch)
+                for batch in batches:
+                    if self.batch_in_epoch >= self.steps_per_epoch or self.step >= end_step:
+                        break
+                    self.batch_in_epoch += 1
+                    self._count_decode_errors(batch["skipped"])
+                    views = [fabric.to_device(v) for v in batch["views"]]
+                    if views[0].shape[0] == 0:
+                        continue
+                    values = self._train_step(views)
+                    self.step += 1
+                    now = time.perf_counter()
+                    values["clips_per_s"] = clips_per_step / max(now - step_start, 1e-9)
+                    step_start = now
+                    last = values
+                    if log:
+                        log.step(self.step, values, {"loss": f"{values['loss']:.4f}", "lr": f"{values['lr']:.2e}", "clips/s": f"{values['clips_per_s']:.1f}"})
+                        if self.step % cfg.engine.log_every == 0 or self.step == end_step:
+                            log.write(self.step, {"epoch": self.epoch, **values})
+                    if self.step % cfg.engine.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    if stop.requested:
+                        stopped_by_signal = True
+                        break
+                else:
+                    self.batch_in_epoch = self.steps_per_epoch
+                if self.batch_in_epoch >= self.steps_per_epoch:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    if self.epoch % cfg.engine.track_pictures_every == 0:
+                        self._write_pictures()
+        self.save_checkpoint()
+        wall = time.perf_counter() - started
+        if log:
+            from vidssl.viz.plots import plot_loss_curve
+
+            log.close()
+            if (self.run_dir / METRICS_NAME).stat().st_size:
+                plot_loss_curve(self.run_dir / METRICS_NAME, self.run_dir / "loss.png")
+            if stopped_by_signal:
+                print(f"stopped at step {self.step}; checkpoint saved; continue with: vidssl pretrain --out {self.run_dir} --resume")
+            loss = last.get("loss", math.nan)
+            print(f"done: step {self.step}/{self.total_steps}, final loss {loss:.4f}, {wall:.1f} s, run dir {self.run_dir}")
+        return {"step": self.step, "loss": last.get("loss"), "wall_time_s": wall}
+
+    def _count_decode_errors(self, skipped: list[str]) -> None:
+        if not skipped:
+            return
+        self.decode_errors += len(skipped)
+        if self.decode_errors > self.cfg.data.max_decode_errors:
+            raise VidsslError(
+                f"{self.decode_errors} clips failed to decode (limit data.max_decode_errors="
+                f"{self.cfg.data.max_decode_errors}); last: {skipped[-1]}"
+            )
+
+
+def pretrain(cfg: Config, run_dir: Path, resume: bool = False, max_steps: int | None = None) -> dict[str, Any]:
+    return Trainer(cfg, run_dir, resume=resume).fit(max_steps=max_steps)

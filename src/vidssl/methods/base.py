@@ -1,0 +1,82 @@
+"""What a self-supervised method supplies to the engine; everything else is the engine's.
+
+A method owns: its student and teacher networks (`student`, `teacher`, each an
+`nn.ModuleDict` with `backbone` (an `Encoder`) and `head`), the transform that turns a
+uint8 clip into views (run in data-loader workers), and the loss. The engine owns the
+optimiser, schedules, EMA of the teacher, precision, devices, checkpoints and logging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from vidssl.config import Config
+from vidssl.models import DINOHead, Encoder, create_vit
+
+
+@dataclass
+class StepInfo:  # not frozen: Fabric rebuilds dataclass inputs when it converts precision
+    """Where training is; schedules that live in the method (teacher temperature) read it."""
+
+    step: int  # optimizer steps done before this one
+    epoch: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def build_student_teacher(cfg: Config) -> tuple[nn.ModuleDict, nn.ModuleDict]:
+    """Student (with drop path) and teacher (without), same weights at the start (SPEC 1.2)."""
+    m = cfg.model
+
+    def network(drop_path: float) -> nn.ModuleDict:
+        backbone = Encoder(create_vit(m.arch, m.patch_size, drop_path))
+        head = DINOHead(
+            backbone.embed_dim, m.out_dim, m.hidden_dim, m.bottleneck_dim, m.head_layers,
+            m.use_bn_in_head, m.norm_last_layer,
+        )
+        return nn.ModuleDict({"backbone": backbone, "head": head})
+
+    student = network(m.drop_path)
+    teacher = network(0.0)
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return student, teacher
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set `self.student`, `self.teacher` and implement the two hooks.
+
+    Any state that must survive a resume (e.g. the DINO centre) is a registered buffer, so it
+    is part of `state_dict()`. Randomness inside `training_step` uses torch's global RNG, which
+    the engine checkpoints.
+    """
+
+    student: nn.ModuleDict
+    teacher: nn.ModuleDict
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def make_transform(self) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+        """clip uint8 (T, H, W, 3) -> list of uint8 views, each (T, 3, S, S). Picklable."""
+        raise NotImplementedError
+
+    def training_step(self, views: list[torch.Tensor], info: StepInfo) -> tuple[torch.Tensor, dict[str, Any]]:
+        """views: the collated transform output, each (B, T, 3, S, S) uint8 on the device.
+        Returns the scalar loss (gradients flow to the student only) and floats to log."""
+        raise NotImplementedError
+
+    def forward(self, views: list[torch.Tensor], info: StepInfo) -> tuple[torch.Tensor, dict[str, Any]]:
+        # The engine calls the method through Fabric's wrapper (DDP, autocast), hence forward.
+        return self.training_step(views, info)
+
+    def write_pictures(self, run_dir: Path, clip: torch.Tensor, epoch: int) -> None:
+        """Pictures of what the method sees on a fixed clip, uint8 (T, H, W, 3); rank 0 only.
+        The base writes nothing."""

@@ -1,0 +1,47 @@
+"""DINO on video frames ("DINO (WT)" in SPEC): every frame is an independent image.
+
+Each clip's T frames are folded into the batch, so a batch of B clips is B*T images, each
+with G global and L local crops (DINO's multi-crop). The teacher sees the globals only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vidssl.config import Config
+from vidssl.data.transforms import MultiCropFrames, normalize
+from vidssl.methods.base import Method, StepInfo, build_student_teacher
+from vidssl.methods.dino_loss import DistillationLoss
+
+
+def fold_frames(view: torch.Tensor) -> torch.Tensor:
+    """(B, T, 3, S, S) uint8 -> (B*T, 3, S, S) normalised float."""
+    return normalize(view.flatten(0, 1))
+
+
+class DINO(Method):
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.student, self.teacher = build_student_teacher(cfg)
+        self.loss = DistillationLoss(cfg.model.out_dim, cfg.method)
+        self.num_globals = cfg.aug.global_crops_number
+
+    def make_transform(self) -> MultiCropFrames:
+        return MultiCropFrames(self.cfg.aug)
+
+    def embed(self, network: torch.nn.ModuleDict, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Head outputs for views of one size in one backbone call; one (B*T, D_out) per view."""
+        x = torch.cat([fold_frames(v) for v in views])
+        return list(network["head"](network["backbone"](x)).chunk(len(views)))
+
+    def training_step(self, views: list[torch.Tensor], info: StepInfo) -> tuple[torch.Tensor, dict[str, Any]]:
+        globals_, locals_ = views[: self.num_globals], views[self.num_globals :]
+        with torch.no_grad():
+            teacher_out = self.embed(self.teacher, globals_)
+        student_out = self.embed(self.student, globals_)
+        if locals_:
+            student_out += self.embed(self.student, locals_)
+        loss = self.loss.multi_view(student_out, teacher_out, info.epoch)
+        return loss, {"teacher_temp": self.loss.teacher_temperature(info.epoch)}

@@ -1,0 +1,34 @@
+"""Backbone factory: timm VisionTransformers with names and weights the field can load."""
+
+from __future__ import annotations
+
+import timm
+import torch.nn as nn
+
+ARCHS = ("vit_tiny", "vit_small", "vit_base")
+
+
+def timm_model_name(arch: str, patch_size: int) -> str:
+    """The timm registry name of an architecture, e.g. ('vit_small', 16) -> 'vit_small_patch16_224'.
+
+    vit_tiny/8 has no registered name; it is built from the /16 entry with `patch_size=8`,
+    which is why exported metadata always carries `patch_size` next to the name.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture '{arch}'; valid: {', '.join(ARCHS)}")
+    return f"{arch}_patch{patch_size}_224"
+
+
+def create_vit(arch: str, patch_size: int = 16, drop_path: float = 0.0) -> nn.Module:
+    """A randomly initialised timm ViT without a classifier.
+
+    The position-embedding grid is always the one of 224 px, and `dynamic_img_size` lets the
+    same weights run at any multiple of the patch size (crops of 96, 112, 64 px ...). So the
+    exported state dict loads into `timm.create_model(name, num_classes=0)` unchanged.
+    """
+    name = timm_model_name(arch, patch_size)
+    kwargs = dict(pretrained=False, num_classes=0, drop_path_rate=drop_path, dynamic_img_size=True)
+    if name not in timm.list_models():
+        kwargs["patch_size"] = patch_size
+        name = timm_model_name(arch, 16)
+    return timm.create_model(name, **kwargs)

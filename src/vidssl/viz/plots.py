@@ -1,0 +1,40 @@
+"""Plots of a run: the loss curve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(path: Path) -> list[dict]:
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line:
+            rows.append(json.loads(line))
+    return rows
+
+
+def plot_loss_curve(metrics_path: Path, out_png: Path) -> Path:
+    """Loss (and learning rate on a second axis) against optimizer step."""
+    rows = [r for r in read_metrics(metrics_path) if "loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["loss"] for r in rows], color="tab:blue", label="loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss", color="tab:blue")
+    ax.grid(alpha=0.3)
+    if rows and "lr" in rows[0]:
+        ax2 = ax.twinx()
+        ax2.plot(steps, [r["lr"] for r in rows], color="tab:orange", alpha=0.7, label="lr")
+        ax2.set_ylabel("learning rate", color="tab:orange")
+    ax.set_title(f"training loss ({Path(metrics_path).parent.name})")
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return Path(out_png)

@@ -1,0 +1,142 @@
+"""Whole-video k-means segmentation pictures (SPEC 6): one k-means over the patch features of
+all frames, so a cluster keeps its colour through time; an MP4 or GIF and a PNG strip.
+
+Patch tokens are standardised and reduced by PCA (50 dims) as in the k-means evaluation,
+k-means is trained on the patch tokens of every frame, then each frame's reduced feature map
+is upsampled (bilinear) to a quarter of the display size and every pixel is given its
+nearest centroid, which draws smooth boundaries with the same colours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from vidssl.errors import VidsslError
+from vidssl.eval.features import IMAGENET_MEAN, IMAGENET_STD, as_vit, patch_features
+from vidssl.eval.unsup_seg import assign, kmeans, standardize_pca
+
+
+def read_video_frames(path: str | Path, *, max_frames: int = 300, step: int = 1,
+                      short_side: int | None = 360) -> tuple[np.ndarray, float]:
+    """Frames 0, step, 2*step, ... (at most max_frames) as uint8 (T, H, W, 3), downscaled so the
+    short side is at most `short_side`, and the fps of the output. Read by the data layer's
+    persistent reader (one forward pass)."""
+    from vidssl.data.video import open_reader, probe_video
+
+    if step < 1 or max_frames < 1:
+        raise VidsslError("--frame-step and --max-frames must be at least 1")
+    info = probe_video(path)
+    indices = list(range(0, info.num_frames, step))[:max_frames]
+    reader = open_reader(path, short_side=short_side)
+    try:
+        got, missing = reader.read(indices)
+    finally:
+        reader.close()
+    if not got:
+        reasons = "; ".join(sorted(set(missing.values())))[:200]
+        raise VidsslError(f"{path}: no frame could be decoded ({reasons or 'empty stream'})")
+    return np.stack([got[i] for i in sorted(got)]), info.fps / step
+
+
+def input_size(h: int, w: int, short_side: int, patch: int) -> tuple[int, int]:
+    """Short side -> short_side, aspect kept, both rounded down to the patch size."""
+    s = short_side / min(h, w)
+    th, tw = max(patch, int(h * s) // patch * patch), max(patch, int(w * s) // patch * patch)
+    return th, tw
+
+
+@torch.no_grad()
+def video_patch_features(vit: nn.Module, frames: np.ndarray, short_side: int = 224, batch_size: int = 8) -> torch.Tensor:
+    """(T, D, h, w) last-layer patch tokens of every frame."""
+    vit = as_vit(vit)
+    device = next(vit.parameters()).device
+    patch = vit.patch_embed.patch_size[0]
+    th, tw = input_size(frames.shape[1], frames.shape[2], short_side, patch)
+    mean = torch.tensor(IMAGENET_MEAN, device=device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device=device)[:, None, None]
+    out = []
+    for s in tqdm(range(0, len(frames), batch_size), desc="features", disable=None, leave=False):
+        x = torch.from_numpy(frames[s : s + batch_size]).to(device).permute(0, 3, 1, 2).float() / 255.0
+        x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
+        out.append(patch_features(vit, (x - mean) / std).float().cpu())
+    return torch.cat(out)
+
+
+def segment_video(feats: torch.Tensor, k: int, out_size: tuple[int, int], *, seed: int = 1, pca_dim: int = 50) -> np.ndarray:
+    """One k-means over all patches of all frames; (T, H', W') cluster ids at out_size."""
+    T, D, h, w = feats.shape
+    tokens = feats.permute(0, 2, 3, 1).reshape(-1, D).numpy()
+    A, b, reduced = standardize_pca(tokens, pca_dim)
+    cent = kmeans(reduced, k, seed=seed)
+    At, bt = torch.from_numpy(A), torch.from_numpy(b)
+    labels = []
+    for t in range(T):
+        red = (feats[t].reshape(D, -1).T @ At + bt).T.reshape(-1, h, w)
+        up = F.interpolate(red[None], size=out_size, mode="bilinear", align_corners=False)[0]
+        labels.append(assign(up.reshape(up.shape[0], -1).T.numpy(), cent).reshape(out_size))
+    return np.stack(labels)
+
+
+def cluster_colours(k: int) -> np.ndarray:
+    """(k, 3) uint8 distinct colours (tab10 / tab20 / hsv)."""
+    import matplotlib
+
+    if k <= 20:
+        cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
+        rgb = [cmap(i)[:3] for i in range(k)]  # listed colormaps take the integer index
+    else:
+        rgb = [matplotlib.colormaps["hsv"](i / k)[:3] for i in range(k)]
+    return (np.array(rgb) * 255).astype(np.uint8)
+
+
+def overlay(frames: np.ndarray, labels: np.ndarray, k: int, alpha: float = 0.55) -> np.ndarray:
+    """(T, H, W, 3) uint8: frames blended with their cluster colours (nearest upsampling)."""
+    T, H, W, _ = frames.shape
+    colours = cluster_colours(k)
+    out = np.empty_like(frames)
+    for t in range(T):
+        lab = np.array(Image.fromarray(labels[t].astype(np.uint8)).resize((W, H), Image.NEAREST))
+        out[t] = (alpha * colours[lab] + (1 - alpha) * frames[t]).astype(np.uint8)
+    return out
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
+    """MP4 (H.264 via PyAV) or GIF (Pillow), chosen by the suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".gif":
+        ims = [Image.fromarray(f) for f in frames]
+        ims[0].save(path, save_all=True, append_images=ims[1:], duration=max(20, int(1000 / fps)), loop=0)
+        return
+    if path.suffix.lower() != ".mp4":
+        raise VidsslError(f"--out {path}: use a .mp4 or .gif file name")
+    import av
+    from fractions import Fraction
+
+    T, H, W, _ = frames.shape
+    frames = frames[:, : H - H % 2, : W - W % 2]  # yuv420p needs even sizes
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_strip(path: Path, frames: np.ndarray, blended: np.ndarray, n: int = 8, height: int = 160) -> None:
+    """PNG: n evenly spaced frames on top, their segmentations below."""
+    idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
+    H, W = frames.shape[1:3]
+    w = max(1, round(W * height / H))
+    top = np.concatenate([np.array(Image.fromarray(frames[i]).resize((w, height))) for i in idx], axis=1)
+    bottom = np.concatenate([np.array(Image.fromarray(blended[i]).resize((w, height))) for i in idx], axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate([top, bottom], axis=0)).save(path)

@@ -1,0 +1,243 @@
+"""Frame store and ingest: random access, integrity, resume, blank stretches, broken input."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from vidssl.cli.main import main as cli_main
+from vidssl.config import DataConfig
+from vidssl.data import StoreError, build_training_data
+from vidssl.data.blank import BlankThresholds
+from vidssl.data.ingest import IngestOptions, ingest
+from vidssl.data.store import open_store
+from vidssl.data.sample import render_frames
+from vidssl.data.writer import moving_frames, write_video
+
+
+def sequential_decode(path, size=None):
+    out = []
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            kw = dict(width=size[0], height=size[1], interpolation="AREA") if size else {}
+            out.append(f.to_ndarray(format="rgb24", **kw))
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    # natural-looking content (the sample renderer: smooth textures, moving objects), 256x144
+    frames = render_frames(seed=3, num_frames=130)
+    return write_video(tmp_path_factory.mktemp("src") / "walk.mp4", frames, fps=25, gop=10)
+
+
+@pytest.fixture(scope="module")
+def store(video, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("stores") / "walk.store"
+    ingest([video], out, IngestOptions(short_side=72, shard_frames=40, quality=95), progress=False)
+    return out
+
+
+def test_store_frames_equal_a_sequential_decode_after_the_same_resize(video, store):
+    ref = sequential_decode(video, (128, 72))
+    s = open_store(store)
+    meta = s.videos[0]
+    assert (meta["num_frames"], meta["width"], meta["height"], meta["orig_width"], meta["fps"]) == (130, 128, 72, 256, 25.0)
+    assert len(meta["shards"]) == 4 and meta["lost"] == [] and meta["source"]["sha256"]
+    assert np.allclose(s.timestamps(0), np.arange(130) / 25)
+    reader = s.reader(0)
+    idx = [129, 0, 77, 40, 39, 5]  # any order, across shard boundaries
+    got, missing = reader.read(idx)
+    assert not missing
+    for i in idx:
+        err = np.abs(got[i].astype(int) - ref[i]).mean()
+        assert err < 3.0  # JPEG at quality 95
+        # and it is frame i, not a neighbour: the neighbours differ far more
+        for j in (i - 1, i + 1):
+            if 0 <= j < 130:
+                assert np.abs(got[i].astype(int) - ref[j]).mean() > 1.5 * err
+
+
+def test_training_from_a_store(store):
+    cfg = DataConfig(store=str(store), frames_per_clip=4, frame_stride=3)
+    data = build_training_data(cfg, None, seed=0)
+    assert data.num_clips == 130 - 9 and "random access" in data.describe()
+    reader = open_store(store).reader(0)
+    batches = list(data.loader(8, 2, epoch=0))
+    again = list(data.loader(8, 0, epoch=0, start_batch=3))
+    assert len(batches) == data.num_clips // 8 and len(again) == len(batches) - 3
+    for a, b in zip(batches[3:], again):
+        assert torch.equal(a["views"][0], b["views"][0])
+    batch = batches[0]
+    got, _ = reader.read(batch["frames"][0].tolist())
+    assert np.array_equal(batch["views"][0][0, 2].numpy(), got[int(batch["frames"][0, 2])])
+    starts = [f for b in batches for f in b["frames"][:, 0].tolist()]
+    assert len(set(starts)) == len(starts)
+    # a global shuffle: neighbours in a batch are usually far apart in time
+    spread = np.mean([np.ptp(b["frames"][:, 0].numpy()) for b in batches])
+    assert spread > 40
+
+
+def test_unfinished_and_modified_stores_are_refused(video, store, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy.store"
+    shutil.copytree(store, copy)
+    open_store(copy).verify(full=True)
+    assert cli_main(["ingest", str(copy), "--verify"]) == 0
+    shard = copy / "v000" / "shard-00001.jpg"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
+    shard.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="shard-00001.jpg: content differs from what ingest wrote"):
+        open_store(copy)
+    assert cli_main(["ingest", str(copy), "--report"]) == 2  # the CLI says so in one line and exits 2
+    shard.write_bytes(bytes(data[:-100]))
+    with pytest.raises(StoreError, match=r"shard-00001.jpg: is \d+ bytes, ingest wrote \d+; the store was truncated"):
+        open_store(copy)
+    (copy / "store.json").unlink()
+    with pytest.raises(StoreError, match="ingest did not finish; run the same vidssl ingest command again"):
+        open_store(copy)
+    with pytest.raises(StoreError, match="no such frame store"):
+        open_store(tmp_path / "nothing")
+
+
+def test_a_damaged_frame_is_caught_at_read_time(store, tmp_path):
+    import shutil
+
+    copy = tmp_path / "c.store"
+    shutil.copytree(store, copy)
+    s = open_store(copy)
+    shard, offset, length, _ = s.index(0)[50]  # a frame away from the sampled hash regions
+    path = copy / "v000" / f"shard-{shard:05d}.jpg"
+    data = bytearray(path.read_bytes())
+    data[offset + length // 2] ^= 0x55
+    path.write_bytes(bytes(data))
+    got, missing = open_store(copy, verify=False).reader(0).read([49, 50])
+    assert 49 in got and "frame 50 is damaged (crc mismatch)" in missing[50]
+
+
+CRASH = textwrap.dedent("""
+    import os, signal, sys
+    from vidssl.data import ingest as ing
+    count = {"n": 0}
+    real_add = ing._ShardWriter.add
+    def add(self, *a):
+        real_add(self, *a)
+        count["n"] += 1
+        if count["n"] == int(sys.argv[3]):
+            os.kill(os.getpid(), signal.SIGKILL)  # die mid-shard, files half written
+    ing._ShardWriter.add = add
+    ing.ingest([sys.argv[1]], sys.argv[2], ing.IngestOptions(short_side=72, shard_frames=40, quality=95), progress=False)
+""")
+
+
+def test_interrupted_ingest_resumes_to_the_same_store(video, store, tmp_path):
+    out = tmp_path / "resumed.store"
+    for crash_after in (55, 60):  # killed twice: mid-shard 1 (frame 55), then mid-shard 2 (frame 99)
+        r = subprocess.run([sys.executable, "-c", CRASH, str(video), str(out), str(crash_after)], timeout=120)
+        assert r.returncode == -9
+    with pytest.raises(StoreError, match="ingest did not finish"):
+        open_store(out)
+    progress = json.loads((out / "v000" / "progress.json").read_text())
+    assert len(progress["shards"]) == 2  # 80 frames committed before the second kill
+    ingest([video], out, IngestOptions(short_side=72, shard_frames=40, quality=95), progress=False)
+    a, b = open_store(out), open_store(store)
+    assert np.array_equal(a.index(0), b.index(0))
+    assert np.allclose(a.timestamps(0), b.timestamps(0))
+    ra, rb = a.reader(0), b.reader(0)
+    assert all(ra.read_bytes(i) == rb.read_bytes(i) for i in range(130))
+    # running the finished command again does nothing and keeps the store
+    ingest([video], out, IngestOptions(short_side=72, shard_frames=40, quality=95), progress=False)
+    assert open_store(out).manifest["created"] == a.manifest["created"]
+
+
+def test_black_tail_and_frozen_stretch_are_excluded(tmp_path, capsys):
+    # 25 fps: 80 moving frames, a 3 s freeze (frames 20-94 repeat frame 20 ... ) then a 4 s black tail
+    path = write_video(tmp_path / "venice.mp4", moving_frames(300, 96, 64, black_from=200, frozen=(100, 180)),
+                       fps=25, gop=10)
+    out = tmp_path / "venice.store"
+    rc = cli_main(["ingest", str(path), "--out", str(out), "--short-side", "0", "--frozen-seconds", "2.5",
+                   "--report", "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "excluded blank frames 200-299 (0:00:08-0:00:12, 4.0 s)" in text
+    assert "excluded frozen frames 100-179" in text
+    meta = open_store(out).videos[0]
+    assert meta["excluded"] == [[100, 180], [200, 300]]
+    data = build_training_data(DataConfig(store=str(out), frames_per_clip=4, frame_stride=5), None, seed=0)
+    assert data.num_clips == (100 - 15) + (200 - 180 - 15)
+    for batch in data.loader(6, 0, epoch=0):
+        for f in batch["frames"].tolist():
+            assert f[-1] < 100 or (180 <= f[0] and f[-1] < 200)
+    # the report of an existing store
+    assert cli_main(["ingest", str(out), "--report"]) == 0
+    assert "excluded blank frames 200-299" in capsys.readouterr().out
+    # a shorter threshold would not call a 3 s freeze... a longer one skips it
+    assert BlankThresholds().frozen_seconds == 5.0
+
+
+def test_truncated_file_keeps_decodable_frames_and_reports_the_loss(tmp_path):
+    whole = write_video(tmp_path / "whole.mp4", moving_frames(200, 96, 64), fps=25, gop=10)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    reports = ingest([cut], tmp_path / "cut.store", IngestOptions(short_side=0), progress=False)
+    r = reports[0]
+    assert 60 < r.num_frames < 200 and r.header_frames == 200
+    assert r.lost[-1] == (r.num_frames, 200) and r.lost_frames == 200 - r.num_frames
+    assert any("lost" in line for line in r.lines())
+    ref = sequential_decode(whole)
+    k = r.num_frames // 2
+    got, _ = open_store(tmp_path / "cut.store").reader(0).read([k])
+    errors = [np.abs(got[k].astype(int) - ref[j]).mean() for j in (k - 1, k, k + 1)]
+    assert errors[1] < min(errors[0], errors[2]) / 2  # the frames kept are where they were
+
+
+def test_corrupted_bytes_keep_the_rest_and_finish(tmp_path):
+    whole = write_video(tmp_path / "whole.mkv", moving_frames(200, 96, 64), fps=25, gop=10)
+    data = bytearray(whole.read_bytes())
+    rng = np.random.default_rng(0)
+    a = len(data) // 3
+    data[a : a + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "bad.mkv"
+    bad.write_bytes(bytes(data))
+    r = ingest([bad], tmp_path / "bad.store", IngestOptions(short_side=0), progress=False)[0]
+    assert r.num_frames >= 150  # frames after the damage still decode
+    assert r.lost_frames > 0 or r.errors  # and the damage is reported
+    assert r.num_frames + r.lost_frames <= 200
+    meta = open_store(tmp_path / "bad.store").videos[0]
+    assert meta["num_frames"] == r.num_frames
+
+
+def test_ingest_bad_input(tmp_path, capsys):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    assert cli_main(["ingest", str(tmp_path / "empty.mp4"), "--out", str(tmp_path / "s")]) == 2
+    assert "empty.mp4: is an empty file" in capsys.readouterr().err
+    assert cli_main(["ingest", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "s")]) == 2
+    assert "nope.mp4: no such file" in capsys.readouterr().err
+
+
+def test_fps_option_keeps_every_other_frame_and_several_videos_share_a_store(video, tmp_path):
+    other = write_video(tmp_path / "second.mkv", render_frames(5, 60), fps=25, gop=10)
+    out = tmp_path / "two.store"
+    ingest([video, other], out, IngestOptions(short_side=0, fps=12.5), progress=False)
+    s = open_store(out)
+    a, b = s.videos
+    assert (a["num_frames"], a["fps"], b["num_frames"], b["source"]["name"]) == (65, 12.5, 30, "second.mkv")
+    assert np.allclose(s.timestamps(0), np.arange(65) * 0.08)
+    ref = sequential_decode(video)
+    got, _ = s.reader(0).read([10])
+    assert np.abs(got[10].astype(int) - ref[20]).mean() < 3  # store frame 10 = source frame 20
+    data = build_training_data(DataConfig(store=str(out), frames_per_clip=3, frame_stride=5), None, seed=0)
+    assert data.num_clips == (65 - 10) + (30 - 10)
+    for batch in data.loader(5, 0, epoch=0):
+        for v, f in zip(batch["video"].tolist(), batch["frames"].tolist()):
+            assert f[-1] < (65 if v == 0 else 30)

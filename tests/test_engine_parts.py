@@ -1,0 +1,88 @@
+"""Schedules, EMA, clipping, parameter groups, checkpoint files: each against a plain formulation."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from vidssl.engine import checkpoint as ckpt
+from vidssl.engine.optim import clip_gradients_per_tensor, ema_update, param_groups
+from vidssl.engine.schedules import CosineSchedule
+from vidssl.errors import VidsslError
+
+
+def test_cosine_schedule_matches_dino_formula():
+    base, final, warm, total = 0.5, 0.01, 5, 25
+    s = CosineSchedule(base, final, total, warmup_steps=warm)
+    expected = [base * i / warm for i in range(warm)]
+    assert [s(i) for i in range(warm)] == pytest.approx(expected)
+    iters = np.arange(total - warm)
+    cos = final + 0.5 * (base - final) * (1 + np.cos(np.pi * iters / len(iters)))
+    assert [s(warm + i) for i in range(total - warm)] == pytest.approx(cos.tolist())
+    assert s(total) == final and s(10 * total) == final
+    assert s(warm) == pytest.approx(base)
+
+
+def test_momentum_schedule_reaches_one():
+    s = CosineSchedule(0.996, 1.0, 100)
+    assert s(0) == pytest.approx(0.996)
+    assert all(s(i) <= s(i + 1) for i in range(100))
+    assert s(100) == 1.0
+
+
+def test_ema_update_is_convex_combination():
+    torch.manual_seed(0)
+    student, teacher = nn.Linear(4, 3), nn.Linear(4, 3)
+    before = [p.clone() for p in teacher.parameters()]
+    ema_update(teacher, student, 0.9)
+    for t0, t1, s in zip(before, teacher.parameters(), student.parameters()):
+        assert torch.allclose(t1, 0.9 * t0 + 0.1 * s)
+    ema_update(teacher, student, 1.0)  # m = 1 leaves the teacher as it is
+    for t1, t2 in zip([p.clone() for p in teacher.parameters()], teacher.parameters()):
+        assert torch.equal(t1, t2)
+
+
+def test_per_tensor_gradient_clipping():
+    model = nn.Linear(3, 2)
+    model.weight.grad = torch.full_like(model.weight, 10.0)  # norm sqrt(6)*10
+    model.bias.grad = torch.tensor([0.3, 0.4])  # norm 0.5: untouched
+    largest = clip_gradients_per_tensor(model, 3.0)
+    assert largest == pytest.approx(math.sqrt(6) * 10, rel=1e-5)
+    assert model.weight.grad.norm().item() == pytest.approx(3.0, rel=1e-4)
+    assert torch.allclose(model.bias.grad, torch.tensor([0.3, 0.4]))
+
+
+def test_param_groups_no_decay_on_bias_and_norm():
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    decay, no_decay = param_groups(model)
+    assert [p.shape for p in decay["params"]] == [torch.Size([4, 4])]
+    assert len(no_decay["params"]) == 3 and decay["apply_wd"] and not no_decay["apply_wd"]
+
+
+def test_checkpoint_atomic_roundtrip_weights_only(tmp_path):
+    payload = {"format": ckpt.FORMAT, "x": torch.arange(3), "rng": ckpt.rng_state(), "n": 3}
+    path = tmp_path / ckpt.CHECKPOINT_NAME
+    ckpt.save_atomic(payload, path)
+    assert [p.name for p in tmp_path.iterdir()] == [ckpt.CHECKPOINT_NAME]  # no temporary left
+    loaded = ckpt.load(tmp_path)
+    assert torch.equal(loaded["x"], torch.arange(3)) and loaded["n"] == 3
+    a = (torch.rand(2), random.random(), np.random.rand())
+    ckpt.set_rng_state(loaded["rng"])
+    b = (torch.rand(2), random.random(), np.random.rand())
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_checkpoint_rejects_torn_and_foreign_files(tmp_path):
+    torn = tmp_path / "torn.pt"
+    torn.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(VidsslError, match="torn.pt is not a readable checkpoint"):
+        ckpt.load(torn)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(VidsslError, match="is not a vidssl checkpoint"):
+        ckpt.load(foreign)
+    with pytest.raises(VidsslError, match="no checkpoint at"):
+        ckpt.load(tmp_path / "missing")

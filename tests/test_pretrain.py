@@ -1,0 +1,182 @@
+"""`vidssl pretrain` end to end on a generated video: run directory, exact resume after a kill,
+non-finite loss, bad input, two-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidssl.config import load_config
+from vidssl.data.sample import write_sample_video
+from vidssl.engine import checkpoint as ckpt
+from vidssl.engine.trainer import NonFiniteLoss, Trainer
+from vidssl.errors import VidsslError
+
+TINY_RUN = [
+    "method.name=dino", "aug.global_crops_number=2",
+    "model.arch=vit_tiny", "model.patch_size=16", "model.out_dim=128", "model.hidden_dim=64", "model.bottleneck_dim=32",
+    "aug.global_crop_size=32", "aug.local_crop_size=16", "aug.local_crops_number=2",
+    "data.frames_per_clip=1", "data.frame_stride=1", "data.batch_size=4", "data.num_workers=0", "data.stream_window=16",
+    "optim.epochs=3", "optim.steps_per_epoch=3", "optim.warmup_epochs=1",
+    "engine.progress=false", "engine.log_every=1", "engine.deterministic=true", "engine.accelerator=cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "walk.mp4"
+    write_sample_video(path, seed=3, num_frames=60)
+    return path
+
+
+def vidssl(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "vidssl", *args], capture_output=True, text=True, timeout=600, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vidssl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def networks(run_dir: Path) -> dict[str, torch.Tensor]:
+    payload = torch.load(run_dir / ckpt.CHECKPOINT_NAME, weights_only=True)
+    out = {f"student.{k}": v for k, v in payload["student"].items()}
+    out.update({f"teacher.{k}": v for k, v in payload["teacher"].items()})
+    out.update({f"method.{k}": v for k, v in payload["method_state"].items()})
+    return out
+
+
+def test_run_directory_contents(video, tmp_path):
+    out = tmp_path / "run"
+    proc = vidssl("pretrain", "default", "--video", str(video), "--out", str(out), "--steps", "4", *TINY_RUN)
+    assert "final loss" in proc.stdout
+    assert load_config(str(out / "config.yaml")).data.videos == [str(video)]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all({"loss", "lr", "weight_decay", "momentum", "clips_per_s"} <= r.keys() for r in rows)
+    assert rows[0]["lr"] == 0.0 and rows[1]["lr"] > 0  # warm-up starts at zero
+    assert (out / "loss.png").stat().st_size > 0
+    assert list((out / "tensorboard").iterdir())
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)  # no pickled objects
+    assert payload["step"] == 4 and payload["epoch"] == 1 and payload["batch_in_epoch"] == 1
+    assert payload["method_state"]["loss.center"].abs().sum() > 0
+
+
+def test_killed_run_resumes_exactly(video, tmp_path):
+    """A run SIGKILLed after its first checkpoint and resumed ends bit-identical to an
+    uninterrupted run (crossing an epoch boundary and the last-layer freeze)."""
+    args = ["default", "--video", str(video), *TINY_RUN, "engine.checkpoint_every=2"]
+    full = tmp_path / "full"
+    vidssl("pretrain", *args, "--out", str(full), "--steps", "7")
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "vidssl", "pretrain", *args, "--out", str(cut), "--steps", "7"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (cut / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted_at = torch.load(cut / "checkpoint.pt", weights_only=True)["step"]
+    assert interrupted_at < 7, "the run finished before it could be killed"
+
+    vidssl("pretrain", "--out", str(cut), "--resume", "--steps", "7")
+    a, b = networks(full), networks(cut)
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"resumed run differs from the uninterrupted one in {different[:5]}"
+    steps = [json.loads(line)["step"] for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 8))  # one log, no duplicated steps
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(video, tmp_path, monkeypatch):
+    cfg = load_config("default", [*TINY_RUN, f"data.videos=[{video}]", "engine.checkpoint_every=1"])
+    trainer = Trainer(cfg, tmp_path / "nan")
+    from vidssl.methods.dino import DINO
+
+    original = DINO.training_step
+
+    def poisoned(self, views, info):
+        loss, logs = original(self, views, info)
+        return (loss * float("nan") if info.step == 2 else loss), logs
+
+    monkeypatch.setattr(DINO, "training_step", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"loss is nan at step 2 .*last good checkpoint is .*checkpoint.pt"):
+        trainer.fit()
+    payload = ckpt.load(tmp_path / "nan")
+    assert payload["step"] == 2
+    assert all(torch.isfinite(v).all() for v in payload["student"].values())
+
+
+@pytest.mark.parametrize(
+    "make, args, message",
+    [
+        (None, ["--video", "/nonexistent/walk.mp4"], "/nonexistent/walk.mp4"),
+        ("text", ["--video", "{path}"], "{path}"),
+        ("empty", ["--video", "{path}"], "{path}"),
+        ("short", ["--video", "{path}", "data.frames_per_clip=8", "data.frame_stride=60"], "60 frames"),
+        (None, ["nosuchpreset"], "unknown preset 'nosuchpreset'"),
+        (None, ["optim.lr=abc"], "optim.lr: expected a number"),
+        (None, ["aug.global_crop_size=40"], "not divisible by model.patch_size=16"),
+        (None, ["--out", "{tmp}/nothing", "--resume"], "no run in"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(make, args, message, tmp_path, video):
+    path = tmp_path / "input.mp4"
+    if make == "text":
+        path.write_text("this is not a video\n" * 50)
+    elif make == "empty":
+        path.write_bytes(b"")
+    elif make == "short":
+        path = video
+    args = [a.format(path=path, tmp=tmp_path) for a in args]
+    out = [] if "--resume" in args else ["--out", str(tmp_path / "run")]
+    proc = vidssl("pretrain", *args, *out,
+                  *(TINY_RUN if make else []), check=False, env={**os.environ, "VIDSSL_CACHE": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vidssl: error:"), proc.stderr[-2000:]
+    assert message.format(path=path) in err[0]
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path, video):
+    cfg = load_config("default", [*TINY_RUN, f"data.videos=[{video}]"])
+    (tmp_path / "run").mkdir()
+    with pytest.raises(VidsslError, match="--resume: no checkpoint in"):
+        Trainer(cfg, tmp_path / "run", resume=True)
+
+
+DDP_SCRIPT = """
+import sys, torch
+from pathlib import Path
+from vidssl.config import load_config
+from vidssl.engine.trainer import Trainer
+out = Path(sys.argv[1]); overrides = sys.argv[2:]
+trainer = Trainer(load_config("default", overrides), out)
+trainer.fit()
+state = {k: v.detach().cpu() for k, v in trainer.method.state_dict().items()}
+torch.save(state, out / f"rank{trainer.fabric.global_rank}.pt")
+"""
+
+
+def test_two_process_ddp_keeps_ranks_identical(video, tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    overrides = [*TINY_RUN, f"data.videos=[{video}]", "engine.devices=2", "engine.strategy=ddp", "optim.epochs=1"]
+    proc = subprocess.run([sys.executable, str(script), str(out), *overrides], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+    assert r0.keys() == r1.keys() and "loss.center" in r0
+    for key in r0:
+        assert torch.allclose(r0[key], r1[key], atol=1e-6), f"ranks differ in {key}"
+    initial = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert initial["world_size"] == 2 and initial["step"] == 3
+    # the teacher follows the student by EMA, so after training they differ
+    assert not torch.equal(r0["student.backbone.vit.blocks.0.attn.qkv.weight"], r0["teacher.backbone.vit.blocks.0.attn.qkv.weight"])
