@@ -123,7 +123,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(video, tmp_path, monkey
         ("short", ["--video", "{path}", "data.frames_per_clip=8", "data.frame_stride=60"], "60 frames"),
         (None, ["nosuchpreset"], "unknown preset 'nosuchpreset'"),
         (None, ["optim.lr=abc"], "optim.lr: expected a number"),
-        (None, ["aug.global_crop_size=40"], "not divisible by model.patch_size=16"),
+        (None, ["model.patch_size=16", "aug.global_crop_size=40"], "not divisible by model.patch_size=16"),
         (None, ["--out", "{tmp}/nothing", "--resume"], "no run in"),
     ],
 )
