@@ -69,3 +69,38 @@ def test_cli_bad_override_is_one_line_error(capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("vidssl: error: unknown config key 'optim.nope'") and "\n" not in err
     assert Config().optim.epochs  # defaults untouched
+
+
+# SPEC 1.8, the official DoRA recipe, written out independently of the preset file.
+SPEC_DORA_RECIPE = {
+    "model.arch": "vit_small", "model.patch_size": 16, "model.drop_path": 0.1, "model.out_dim": 65536,
+    "model.hidden_dim": 2048, "model.bottleneck_dim": 256, "model.head_layers": 3,
+    "model.norm_last_layer": False, "model.use_bn_in_head": False,
+    "data.frames_per_clip": 8, "data.frame_stride": 60, "data.batch_size": 6,
+    "aug.precrop_size": 300, "aug.precrop_scale": (0.2, 1.0), "aug.global_crop_size": 224,
+    "aug.global_crops_scale": (0.4, 1.0), "aug.global_crops_number": 1, "aug.local_crops_number": 6,
+    "aug.local_crop_size": 112, "aug.local_crops_scale": (0.05, 0.4),
+    "method.name": "dora", "method.student_temp": 0.1, "method.teacher_temp": 0.04,
+    "method.warmup_teacher_temp": 0.04, "method.warmup_teacher_temp_epochs": 30, "method.center_momentum": 0.9,
+    "method.num_objects": 3, "method.sinkhorn_iters": 30, "method.sinkhorn_eps": 0.05,
+    "optim.epochs": 100, "optim.lr": 0.0005, "optim.min_lr": 1e-5, "optim.warmup_epochs": 10,
+    "optim.weight_decay": 0.04, "optim.weight_decay_end": 0.4, "optim.momentum_teacher": 0.996,
+    "optim.clip_grad": 3.0, "optim.freeze_last_layer": 1, "engine.precision": "16-mixed", "engine.seed": 0,
+}
+
+
+def test_dora_preset_holds_the_official_recipe():
+    cfg = load_config("dora-vits16-wtours")
+    for key, expected in SPEC_DORA_RECIPE.items():
+        section, name = key.split(".")
+        assert getattr(getattr(cfg, section), name) == expected, key
+    dino = load_config("dino-vits16-wtours")
+    assert dino.method.name == "dino" and dino.aug.global_crops_number == 2
+    for key in ("model.arch", "data.frame_stride", "aug.local_crops_number", "optim.lr", "optim.epochs"):
+        section, name = key.split(".")
+        assert getattr(getattr(dino, section), name) == getattr(getattr(cfg, section), name), key
+
+
+def test_default_preset_is_a_tiny_dora():
+    cfg = load_config("default")
+    assert cfg.method.name == "dora" and cfg.model.arch == "vit_tiny" and cfg.data.frames_per_clip > 1

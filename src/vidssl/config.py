@@ -19,6 +19,7 @@ import yaml
 from vidssl.errors import VidsslError
 
 PRESET_DIR = Path(__file__).parent / "configs"
+RUN_CONFIG_NAME = "config.yaml"  # the resolved config in every run directory
 
 
 class ConfigError(VidsslError, ValueError):
@@ -106,7 +107,7 @@ class EngineConfig:
     devices: Union[int, str] = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str | None = None  # None: bf16-mixed on GPU and CPU, 32-true elsewhere
+    precision: str | None = None  # None: chosen by the engine for the hardware (resolve_precision)
     seed: int = 0
     deterministic: bool = False
     max_steps: int | None = None  # stop after this many optimizer steps (a time budget, not a schedule)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from vidssl.errors import VidsslError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _common(p: argparse.ArgumentParser, cache: bool = True) -> None:
@@ -166,6 +168,7 @@ def run_knn(args: argparse.Namespace) -> int:
 def run_linear(args: argparse.Namespace) -> int:
     from functools import partial
 
+    import torch
     from torch.utils.data import DataLoader
 
     from vidssl.eval.features import (ImageListDataset, cached_image_features, eval_transform,

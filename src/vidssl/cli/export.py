@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from vidssl.hub import export_encoder
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -26,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidssl.hub import export_encoder
+
     out = export_encoder(args.source, args.out, checkpoint_key=args.checkpoint_key)
     print(f"exported {args.source} [{args.checkpoint_key}] -> {out}")
     return 0

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from vidssl.data.blank import BlankThresholds
 from vidssl.data.errors import VideoError
-from vidssl.data.ingest import IngestOptions, ingest, report_of
-from vidssl.data.store import MANIFEST, open_store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +51,9 @@ def _print_report(reports) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidssl.data.ingest import IngestOptions, ingest, report_of
+    from vidssl.data.store import MANIFEST, open_store
+
     if len(args.videos) == 1 and (Path(args.videos[0]) / MANIFEST).is_file() and not args.out:
         store = open_store(args.videos[0], verify=True)
         if args.verify:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from vidssl import __version__
@@ -37,8 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
     for module_name, group in COMMAND_MODULES:
-        if importlib.util.find_spec(module_name) is None:  # TEMP during parallel development
-            continue
         module = importlib.import_module(module_name)
         target = commands
         if group is not None:

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vidssl.config import ConfigError, list_presets, load_config, valid_keys
+from vidssl.config import RUN_CONFIG_NAME, ConfigError, list_presets, load_config, valid_keys
 
 DEFAULT_PRESET = "default"
 
@@ -63,8 +63,6 @@ def split_videos(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidssl.engine.trainer import CONFIG_NAME, pretrain
-
     videos, extra = split_videos(args.video or [])
     preset, overrides = split_preset(list(args.args) + extra)
     if videos:
@@ -74,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
-        saved = Path(args.out) / CONFIG_NAME
+        saved = Path(args.out) / RUN_CONFIG_NAME
         if preset is not None:
             raise ConfigError("--resume continues the run with its saved config; give overrides only, not a preset")
         if not saved.is_file():
@@ -87,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    from vidssl.engine.trainer import pretrain  # heavy (torch, Lightning): after the config is known to be good
+
     pretrain(cfg, out, resume=args.resume, max_steps=args.steps)
     return 0
 

@@ -1,12 +1,23 @@
-"""Augmentation primitives on uint8 tensors (torchvision.transforms.v2, no PIL round trip).
+"""Augmentation primitives on uint8 tensors, batched over the images of a clip.
 
 Views leave the data loader as uint8 (smaller to move between processes and to the GPU) and
 are normalised on the device by `normalize`.
+
+The colour ops work on a whole stack of images at once, each image with its own factor, and
+reproduce torchvision.transforms.v2's uint8 kernels applied image by image (up to float rounding,
+at most 1 grey level). Their stacks are float32 (N, 3, H, W) holding whole numbers in [0, 255]:
+every op ends by truncating, as torchvision's cast back to uint8 does after each op, so a chain
+of ops sees the same intermediate values as torchvision's chain without uint8 round trips.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from vidssl.config import AugConfig
@@ -29,46 +40,319 @@ def blur_kernel_size(crop_size: int) -> int:
     return max(3, (crop_size // 10) | 1)
 
 
-def photometric(crop_size: int, blur_p: float, solarize_p: float = 0.0) -> v2.Compose:
-    """DINO's colour pipeline (SPEC 1.4 step 3b): jitter p=0.8, grayscale p=0.2, blur, solarize."""
-    ops: list[v2.Transform] = [
-        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-        v2.RandomGrayscale(p=0.2),
-    ]
-    if blur_p > 0:
-        ops.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(crop_size), sigma=(0.1, 2.0))], p=blur_p))
-    if solarize_p > 0:
-        ops.append(v2.RandomSolarize(threshold=128, p=solarize_p))
-    return v2.Compose(ops)
+# --- batched colour ops --------------------------------------------------------------------------
+# x: float32 (N, 3, H, W) holding whole numbers in [0, 255]; factors: (N,), one per image. Each op
+# overwrites x with its result (in place: fresh large temporaries cost page faults on a loader core)
+# and returns it.
 
 
-def random_crop(size: int, scale: tuple[float, float], flip: bool = True) -> v2.Compose:
-    ops: list[v2.Transform] = [v2.RandomResizedCrop(size, scale=scale, interpolation=BICUBIC, antialias=True)]
-    if flip:
-        ops.append(v2.RandomHorizontalFlip(p=0.5))
-    return v2.Compose(ops)
+def _per_image(values: torch.Tensor) -> torch.Tensor:
+    """(N,) factors -> float32 (N, 1, 1, 1), to broadcast over each image."""
+    return values.to(torch.float32).view(-1, 1, 1, 1)
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, 1, H, W) unrounded ITU-R 601 luma, in torchvision's operation order."""
+    r, g, b = x.unbind(dim=1)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(1)
+
+
+def _blend_(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """x <- x * ratio + other * (1 - ratio), clamped and truncated (torchvision's `_blend` + uint8 cast).
+
+    other: (N, 1, H, W). ratio: float64 (N,); 1 - ratio is taken in float64 first,
+    as torchvision does with a Python float, and addcmul rounds like torchvision's
+    `add_(other, alpha=1 - ratio)` (one fused multiply-add). Values are >= 0 after the clamp, so
+    floor is the cast's truncation (and much faster than trunc on CPU).
+    """
+    return x.mul_(_per_image(ratio)).addcmul_(other, _per_image(1.0 - ratio)).clamp_(0, 255).floor_()
+
+
+def brightness_(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Per-image `F.adjust_brightness`: x * factor."""
+    return x.mul_(_per_image(factor)).clamp_(0, 255).floor_()
+
+
+def contrast_(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Per-image `F.adjust_contrast`: blend with the image's mean (floored) luma."""
+    mean = luma(x).floor_().mean(dim=(1, 2, 3), keepdim=True)  # (N, 1, 1, 1)
+    # one per-image constant: as torchvision's broadcast add_(mean, alpha) rounds, and much
+    # faster than a multiply-add with two broadcast operands
+    offset = mean.mul_(_per_image(1.0 - factor))
+    return x.mul_(_per_image(factor)).add_(offset).clamp_(0, 255).floor_()
+
+
+def saturation_(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Per-image `F.adjust_saturation`: blend with each pixel's (floored) luma."""
+    return _blend_(x, luma(x).floor_(), factor)
+
+
+def hue_(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Per-image `F.adjust_hue`: rotate the HSV hue by shift in [-0.5, 0.5] turns.
+
+    Only the hue moves (min, max and chroma = max - min are kept), so it is computed in sextants
+    (turns * 6; red at 0, green at 2, blue at 4) and each channel is rebuilt from the HSV
+    hexcone's trapezoid, min + chroma * clamp(||hue - centre| - 3| - 1, 0, 1): torchvision's
+    sextant table without a gather. Branches are arithmetic masks (torch.where is slow on CPU):
+    a channel is maximal where its normalised value (x - min) / chroma is exactly 1, with
+    torchvision's tie order red, green, blue.
+    """
+    r, g, b = x.unbind(dim=1)
+    maxc = torch.maximum(torch.maximum(r, g), b).unsqueeze_(1)  # (N, 1, H, W)
+    minc = torch.minimum(torch.minimum(r, g), b).unsqueeze_(1)
+    chroma = maxc.sub_(minc)
+    x.sub_(minc).div_(chroma.clamp(min=1.0))  # normalised to [0, 1]; grey pixels (chroma 0) to 0
+    rn, gn, bn = x.unbind(dim=1)
+    is_r = rn.floor()
+    is_g = gn.floor().mul_(1.0 - is_r)
+    hue = (rn - gn).add_(4.0)  # blue maximal: 4 + r - g
+    hue.add_((gn - bn).sub_(hue).mul_(is_r))  # red maximal: g - b
+    hue.add_((bn - rn).add_(2.0).sub_(hue).mul_(is_g))  # green maximal: 2 + b - r
+    hue = hue.unsqueeze_(1).add_(_per_image(shift * 6.0))  # (N, 1, H, W) in [-4, 8)
+    hue.sub_(torch.mul(hue, 1.0 / 6.0).floor_().mul_(6.0))  # mod 6: within 6 of every centre
+    for channel, centre in enumerate((0.0, 2.0, 4.0)):
+        torch.sub(hue, centre, out=x[:, channel : channel + 1])
+    x.abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)  # each channel's level in [0, 1]
+    # torchvision goes through [0, 1] and back with x * (255 + 1 - 1e-3) before truncating
+    scale = (256.0 - 1e-3) / 255.0
+    return torch.addcmul(minc.mul_(scale), chroma.mul_(scale), x, out=x).floor_()
+
+
+def grayscale_(x: torch.Tensor) -> torch.Tensor:
+    """`F.rgb_to_grayscale(num_output_channels=3)` of every image: truncated luma in all channels."""
+    return x.copy_(luma(x).floor_().expand_as(x))
+
+
+def gaussian_kernels(kernel_size: int, sigma: torch.Tensor) -> torch.Tensor:
+    """(N,) sigmas -> float32 (N, kernel_size) 1-D kernels, torchvision's (softmax over a fixed grid)."""
+    lim = (kernel_size - 1) / (2.0 * 2.0**0.5)
+    grid = torch.linspace(-lim, lim, kernel_size)  # (K,)
+    return torch.softmax((grid / sigma.to(torch.float32).view(-1, 1)).pow(2).neg(), dim=1)
+
+
+def gaussian_blur_(x: torch.Tensor, kernel_size: int, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-image `F.gaussian_blur` (reflect padding, rounded) with sigma (N,).
+
+    torchvision convolves with the outer product of the 1-D kernel; two 1-D passes give the same
+    sums (up to float rounding) for 2K instead of K^2 multiplies per pixel. Each pass is K
+    shifted multiply-adds with per-image weights: on one core that beats a grouped convolution,
+    whose cost grows badly with the number of groups (images x channels).
+    """
+    n, _, h, w = x.shape
+    pad = kernel_size // 2
+    taps = gaussian_kernels(kernel_size, sigma).view(n, 1, kernel_size, 1, 1).unbind(dim=2)  # K x (N, 1, 1, 1)
+    rows = F.pad(x, [0, 0, pad, pad], mode="reflect")  # (N, 3, H + 2 pad, W)
+    out = rows[:, :, :h] * taps[0]
+    for k in range(1, kernel_size):
+        out.addcmul_(rows[:, :, k : k + h], taps[k])
+    cols = F.pad(out, [pad, pad, 0, 0], mode="reflect")  # (N, 3, H, W + 2 pad)
+    torch.mul(cols[..., :w], taps[0], out=x)
+    for k in range(1, kernel_size):
+        x.addcmul_(cols[..., k : k + w], taps[k])
+    return x.round_()
+
+
+def solarize_(x: torch.Tensor, threshold: float = 128.0) -> torch.Tensor:
+    """`F.solarize` of every image: invert the levels at or above threshold."""
+    return x.copy_(torch.where(x >= threshold, 255.0 - x, x))
+
+
+# --- DINO's colour pipeline, drawn per image and applied to a stack ---------------------------------
+
+# ColorJitter(0.4, 0.4, 0.2, 0.1) ranges; op ids follow torchvision: 0 brightness, 1 contrast,
+# 2 saturation, 3 hue.
+JITTER_RANGES = ((0.6, 1.4), (0.6, 1.4), (0.8, 1.2), (-0.1, 0.1))
+JITTER_OPS: tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ...] = (
+    brightness_, contrast_, saturation_, hue_,
+)
+# Images per op call: about 2^17 values (one 224^2 image, three 112^2) keeps a call's temporaries
+# cache-sized; larger stacks ran slower on one core, smaller ones pay more per-call overhead.
+_CHUNK_VALUES = 1 << 17
+
+
+class FrameColour(NamedTuple):
+    """One image's colour parameters."""
+
+    jitter_order: tuple[int, ...]  # order the jitter ops run in; () when jitter is skipped
+    jitter_factors: tuple[float, ...]  # brightness, contrast, saturation, hue (when jittered)
+    grayscale: bool
+    blur_sigma: float  # 0.0: no blur
+    solarize: bool
+
+
+def _coin(p: float) -> bool:
+    """torch.rand(1) < p as torchvision's RandomApply tests it: one draw (even when p is 1),
+    compared in float32."""
+    return torch.rand(1).item() < _float32(p)
+
+
+@functools.cache
+def _float32(p: float) -> float:
+    return torch.tensor(p, dtype=torch.float32).item()
+
+
+def _runs(keys: Sequence[object]) -> list[tuple[int, int, object]]:
+    """(start, end, key) of the maximal runs of equal keys."""
+    runs, start = [], 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start]:
+            runs.append((start, i, keys[start]))
+            start = i
+    return runs
+
+
+class BatchedPhotometric:
+    """DINO's colour pipeline (SPEC 1.4 step 3b) for a stack of images, each with its own draw.
+
+    Per image: ColorJitter(0.4, 0.4, 0.2, 0.1) with p=jitter_p (the four ops in a random order),
+    grayscale with p=grayscale_p, Gaussian blur (sigma in [0.1, 2]) with p=blur_p, solarisation
+    with p=solarize_p. `sample` draws one image's parameters from torch's global RNG with the same
+    calls, in the same order, as the equivalent torchvision.transforms.v2 Compose, so a seeded
+    run gives the same augmentations as torchvision's per-frame pipeline.
+    """
+
+    def __init__(
+        self, crop_size: int, blur_p: float, solarize_p: float = 0.0, jitter_p: float = 0.8, grayscale_p: float = 0.2
+    ) -> None:
+        self.kernel_size = blur_kernel_size(crop_size)
+        self.blur_p, self.solarize_p = blur_p, solarize_p
+        self.jitter_p, self.grayscale_p = jitter_p, grayscale_p
+
+    def sample(self) -> FrameColour:
+        order: tuple[int, ...] = ()
+        factors: tuple[float, ...] = ()
+        if _coin(self.jitter_p):
+            order = tuple(torch.randperm(4).tolist())
+            factors = tuple(torch.empty(1).uniform_(lo, hi).item() for lo, hi in JITTER_RANGES)
+        grayscale = _coin(self.grayscale_p)
+        sigma = 0.0
+        if self.blur_p > 0 and _coin(self.blur_p):
+            sigma = torch.empty(1).uniform_(0.1, 2.0).item()
+        solarize = self.solarize_p > 0 and _coin(self.solarize_p)
+        return FrameColour(order, factors, grayscale, sigma, solarize)
+
+    def apply(self, images: torch.Tensor | Sequence[torch.Tensor], params: Sequence[FrameColour]) -> torch.Tensor:
+        """uint8 (N, 3, S, S) (a stack, or N images) and N parameter sets -> uint8 (N, 3, S, S).
+
+        Images with the same jitter order are grouped (sorted), and each group goes through its
+        ops in chunks of a few images: every op call covers the whole chunk, whose float copy
+        stays in cache from the uint8 cast in to the cast out.
+        """
+        n = len(images)
+        if len(params) != n:
+            raise ValueError(f"{len(params)} colour draws for {n} images")
+        # same order, then the same tail ops, next to each other
+        order = sorted(range(n), key=lambda i: (params[i].jitter_order, params[i].grayscale, params[i].blur_sigma > 0))
+        shape = tuple(images[0].shape)  # (3, S, S)
+        chunk = max(1, _CHUNK_VALUES // images[0].numel())
+        buffer = torch.empty((min(chunk, n), *shape), dtype=torch.float32)  # reused by every chunk
+        out = torch.empty((n, *shape), dtype=torch.uint8)
+        for start, end, _ in _runs([params[i].jitter_order for i in order]):
+            for a in range(start, end, chunk):
+                self._apply_chunk(images, params, order[a : min(a + chunk, end)], buffer, out)
+        return out
+
+    def _apply_chunk(
+        self, images: torch.Tensor | Sequence[torch.Tensor], params: Sequence[FrameColour], rows: list[int],
+        buffer: torch.Tensor, out: torch.Tensor,
+    ) -> None:
+        """The images `rows` (same jitter order) through every op, into out[rows]."""
+        x = buffer[: len(rows)]  # (n, 3, S, S) whole numbers, planar
+        for k, i in enumerate(rows):
+            x[k].copy_(images[i])  # resized crops come channels-last: cast and transpose in one copy
+        p = [params[i] for i in rows]
+        if p[0].jitter_order:
+            factors = torch.tensor([q.jitter_factors for q in p], dtype=torch.float64)  # (n, 4)
+            for op in p[0].jitter_order:
+                JITTER_OPS[op](x, factors[:, op])
+        for start, end, gray in _runs([q.grayscale for q in p]):
+            if gray:
+                grayscale_(x[start:end])
+        for start, end, blur in _runs([q.blur_sigma > 0 for q in p]):
+            if blur:
+                gaussian_blur_(x[start:end], self.kernel_size, torch.tensor([q.blur_sigma for q in p[start:end]]))
+        for start, end, solarize in _runs([q.solarize for q in p]):
+            if solarize:
+                solarize_(x[start:end])
+        for k, i in enumerate(rows):
+            # whole numbers in [0, 255]: going through int32 is the same cast, and several times
+            # faster than float -> uint8 on CPU
+            out[i].copy_(x[k].to(torch.int32))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, S, S) -> uint8 (N, 3, S, S), parameters drawn image by image."""
+        return self.apply(images, [self.sample() for _ in range(images.shape[0])])
+
+
+# --- geometry ------------------------------------------------------------------------------------
+
+
+def resized_crop(images: torch.Tensor, box: dict[str, int], size: int) -> torch.Tensor:
+    """uint8 (..., 3, H, W) -> uint8 (..., 3, size, size): `v2.RandomResizedCrop`'s crop + resize.
+
+    box: a `v2.RandomResizedCrop.make_params` draw (top, left, height, width). The same bicubic,
+    antialiased uint8 resize as torchvision's (`F.resized_crop`), called directly: that saves a
+    third of the time of a small crop. A channels-last input (a decoded (T, H, W, 3) clip
+    permuted) keeps torch's fast uint8 path without a copy.
+    """
+    top, left, height, width = box["top"], box["left"], box["height"], box["width"]
+    crop = images[..., top : top + height, left : left + width]
+    if (height, width) == (size, size):
+        return crop
+    # torch's uint8 path wants a dense channels-last input: a crop view would be copied anyway,
+    # and this copy is the cheaper one
+    batch = (crop if crop.dim() == 4 else crop.unsqueeze(0)).contiguous(memory_format=torch.channels_last)
+    out = F.interpolate(batch, size=[size, size], mode="bicubic", align_corners=False, antialias=True)
+    return out if crop.dim() == 4 else out.squeeze(0)
+
+
+def random_resized_crop(size: int, scale: tuple[float, float]) -> v2.RandomResizedCrop:
+    """The box sampler (ratio 3/4 - 4/3) of a bicubic, antialiased RandomResizedCrop."""
+    return v2.RandomResizedCrop(size, scale=scale, interpolation=BICUBIC, antialias=True)
 
 
 class MultiCropFrames:
     """DINO multi-crop applied to every frame of a clip independently (DINO on frames, "DINO (WT)").
 
     clip uint8 (T, H, W, 3) -> [global_1, ..., global_G, local_1, ..., local_L], each (T, 3, S, S)
-    uint8. Global 1 is always blurred, global 2 is rarely blurred and sometimes solarised,
-    locals are blurred half the time: DINO's recipe.
+    uint8. Per view and frame: its own crop + flip and colour. Global 1 is always blurred, global 2
+    is rarely blurred and sometimes solarised, locals are blurred half the time: DINO's recipe.
+    Parameters are drawn view by view, frame by frame, as the per-frame torchvision Compose would
+    draw them; then the colour ops run once per global view and once for all local crops.
     """
 
     def __init__(self, aug: AugConfig) -> None:
         g, lc = aug.global_crop_size, aug.local_crop_size
-        global_colour = [photometric(g, blur_p=1.0), photometric(g, blur_p=0.1, solarize_p=0.2)]
-        self.globals = [
-            v2.Compose([random_crop(g, aug.global_crops_scale), global_colour[i % 2]])
-            for i in range(aug.global_crops_number)
-        ]
-        self.locals = [
-            v2.Compose([random_crop(lc, aug.local_crops_scale), photometric(lc, blur_p=0.5)])
-            for _ in range(aug.local_crops_number)
-        ]
+        self.global_size, self.local_size = g, lc
+        self.num_globals, self.num_locals = aug.global_crops_number, aug.local_crops_number
+        self.global_crop = random_resized_crop(g, aug.global_crops_scale)
+        self.local_crop = random_resized_crop(lc, aug.local_crops_scale)
+        self.global_colour = [BatchedPhotometric(g, blur_p=1.0), BatchedPhotometric(g, blur_p=0.1, solarize_p=0.2)]
+        self.local_colour = BatchedPhotometric(lc, blur_p=0.5)
 
     def __call__(self, clip: torch.Tensor) -> list[torch.Tensor]:
-        frames = clip.permute(0, 3, 1, 2)  # (T, 3, H, W)
-        return [torch.stack([t(f) for f in frames]) for t in self.globals + self.locals]
+        frames = clip.permute(0, 3, 1, 2)  # (T, 3, H, W), a channels-last view: no copy
+        views = []
+        for i in range(self.num_globals):
+            colour = self.global_colour[i % 2]
+            crops, draws = self._crops(frames, self.global_crop, self.global_size, colour, 1)
+            views.append(colour.apply(crops, draws))  # (T, 3, G, G)
+        if self.num_locals:
+            crops, draws = self._crops(frames, self.local_crop, self.local_size, self.local_colour, self.num_locals)
+            views += self.local_colour.apply(crops, draws).split(len(frames))  # L x (T, 3, L, L)
+        return views
+
+    @staticmethod
+    def _crops(
+        frames: torch.Tensor, sampler: v2.RandomResizedCrop, size: int, colour: BatchedPhotometric, num_views: int
+    ) -> tuple[list[torch.Tensor], list[FrameColour]]:
+        """(T, 3, H, W) -> num_views * T flipped crops (3, size, size) and their colour draws."""
+        crops, draws = [], []
+        for _ in range(num_views):
+            for frame in frames:
+                crop = resized_crop(frame, sampler.make_params([frame]), size)
+                if _coin(0.5):  # RandomHorizontalFlip(p=0.5), drawn after the crop
+                    crop = crop.flip(-1)
+                crops.append(crop)
+                draws.append(colour.sample())
+        return crops, draws

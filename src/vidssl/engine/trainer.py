@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from lightning.fabric import Fabric
 
-from vidssl.config import Config, to_dict, to_yaml
+from vidssl.config import RUN_CONFIG_NAME, Config, to_dict, to_yaml
 from vidssl.data import build_training_data
 from vidssl.engine import checkpoint as ckpt
 from vidssl.engine.optim import cancel_last_layer_gradients, clip_gradients_per_tensor, ema_update, param_groups
@@ -22,20 +22,25 @@ from vidssl.engine.schedules import CosineSchedule
 from vidssl.errors import VidsslError
 from vidssl.methods import Method, StepInfo, build_method
 
-CONFIG_NAME = "config.yaml"
-
-
 class NonFiniteLoss(VidsslError):
     """The loss became NaN or infinite; the run stops before touching the weights."""
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX. Without them bf16 matmuls are emulated: on this project's AVX2 CPUs a
+    bf16 autocast training step measured 6x slower than fp32 (benchmarks/train_step.py)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def resolve_precision(precision: str | None, accelerator: str) -> str:
-    """bf16 autocast where it pays: on GPUs, and on CPUs (measured faster here, see docs/engine.md)."""
+    """The configured precision, else: bf16 autocast on GPUs that support it (fp16 with a scaler on
+    older ones), bf16 on CPUs with native bf16 matmuls, fp32 on other CPUs (docs/engine.md)."""
     if precision is not None:
         return precision
     if accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available()):
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
 @dataclass
@@ -108,7 +113,7 @@ class Trainer:
             raise VidsslError(f"{self.run_dir} already holds a run (checkpoint.pt); pass --resume to continue it or choose another --out")
         if self.fabric.is_global_zero:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / CONFIG_NAME).write_text(to_yaml(self.cfg))
+            (self.run_dir / RUN_CONFIG_NAME).write_text(to_yaml(self.cfg))
         return None
 
     def _build(self) -> None:
