@@ -104,3 +104,8 @@ def test_dora_preset_holds_the_official_recipe():
 def test_default_preset_is_a_tiny_dora():
     cfg = load_config("default")
     assert cfg.method.name == "dora" and cfg.model.arch == "vit_tiny" and cfg.data.frames_per_clip > 1
+
+
+def test_store_and_videos_together_is_an_error():
+    with pytest.raises(ConfigError, match="data.store=.*and data.videos=.*are both set"):
+        load_config(None, ["data.store=s", "data.videos=[a.mp4]"])

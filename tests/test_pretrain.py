@@ -68,6 +68,17 @@ def test_run_directory_contents(video, tmp_path):
     assert payload["method_state"]["loss.center"].abs().sum() > 0
 
 
+def test_pretrain_from_an_ingested_store(video, tmp_path):
+    store = tmp_path / "store"
+    vidssl("ingest", str(video), "--out", str(store), "--short-side", "64", "--no-progress")
+    out = tmp_path / "run"
+    proc = vidssl("pretrain", "default", "--store", str(store), "--out", str(out), "--steps", "2", *TINY_RUN)
+    assert f"store {store}" in proc.stderr + proc.stdout
+    cfg = load_config(str(out / "config.yaml"))
+    assert cfg.data.store == str(store) and cfg.data.videos == []
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
 def test_killed_run_resumes_exactly(video, tmp_path):
     """A run SIGKILLed after its first checkpoint and resumed ends bit-identical to an
     uninterrupted run (crossing an epoch boundary and the last-layer freeze)."""

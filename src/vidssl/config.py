@@ -325,6 +325,11 @@ def validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}")
+    if cfg.data.store and cfg.data.videos:
+        raise ConfigError(
+            f"data.store={cfg.data.store!r} and data.videos={cfg.data.videos!r} are both set; "
+            "train from a frame store or from video files, not both"
+        )
     if cfg.method.name == "dora" and a.global_crops_number != 1:
         raise ConfigError("method.name=dora uses one global clip: set aug.global_crops_number=1")
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from vidssl.errors import VidsslError
 from vidssl.eval.davis_metrics import evaluate_sequence, summarize
-from vidssl.eval.features import (IMAGENET_MEAN, IMAGENET_STD, FeatureCache, as_vit, files_fingerprint,
+from vidssl.eval.features import (IMAGENET_MEAN, FeatureCache, as_vit, files_fingerprint,
                                   open_rgb, patch_features)
 from vidssl.eval.palette import read_label_png, write_indexed_png
 from vidssl.ops.propagation import propagate_labels
@@ -89,10 +89,14 @@ def working_size(h: int, w: int, short_side: int, long_multiple: int, patch: int
     return th, tw
 
 
+# DINO's DAVIS script normalises with a red std of 0.228, not ImageNet's 0.229 (SPEC 4.3).
+DAVIS_STD = (0.228, 0.224, 0.225)
+
+
 def _frame_tensor(path: Path, size: tuple[int, int]) -> torch.Tensor:
     img = open_rgb(path).resize((size[1], size[0]), Image.BILINEAR)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(DAVIS_STD)[:, None, None]
     return (x - mean) / std  # (3, h', w')
 
 
