@@ -59,10 +59,7 @@ def save_attention_figure(
     """One PNG: the input, each head's map (own colour scale), and the RGB composite of three heads.
 
     image: uint8 (3, H, W); maps: (h, H/p, W/p)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from vidssl.viz.plots import plt, save_figure  # matplotlib (Agg) only when drawing
 
     H, W = image.shape[-2:]
     n = maps.shape[0]
@@ -85,12 +82,7 @@ def save_attention_figure(
     ax.set_title(f"heads {heads[0]}/{heads[1]}/{heads[2]} as R/G/B", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def read_image(path: str | Path) -> torch.Tensor:

@@ -11,6 +11,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(fig: "plt.Figure", path: Path, dpi: int = 100) -> Path:
+    """Lay out, write (creating the folder) and close a figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def read_metrics(path: Path) -> list[dict]:
     rows = []
     for line in Path(path).read_text().splitlines():
@@ -34,7 +44,4 @@ def plot_loss_curve(metrics_path: Path, out_png: Path) -> Path:
         ax2.plot(steps, [r["lr"] for r in rows], color="tab:orange", alpha=0.7, label="lr")
         ax2.set_ylabel("learning rate", color="tab:orange")
     ax.set_title(f"training loss ({Path(metrics_path).parent.name})")
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png, dpi=110)

@@ -80,10 +80,7 @@ def tracks_grid(frames: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndar
 
 def save_tracks_png(path: Path, frames: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray, title: str = "") -> Path:
     """Write the grid with row labels with matplotlib."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from vidssl.viz.plots import plt, save_figure  # matplotlib (Agg) only when drawing
 
     grid = tracks_grid(frames, masks)
     k = np.asarray(masks.shape)[1]
@@ -102,12 +99,7 @@ def save_tracks_png(path: Path, frames: torch.Tensor | np.ndarray, masks: torch.
         spine.set_visible(False)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_clip_video(path: Path, frames: np.ndarray, fps: float = 4.0, min_size: int = 256) -> Path:
