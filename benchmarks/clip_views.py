@@ -76,7 +76,9 @@ class PerFrameDINO:
         g, lc = aug.global_crop_size, aug.local_crop_size
         colour = [per_frame_colour(g, blur_p=1.0), per_frame_colour(g, blur_p=0.1, solarize_p=0.2)]
         flip = v2.RandomHorizontalFlip(p=0.5)
-        self.views = [v2.Compose([crop(g, aug.global_crops_scale), flip, colour[i % 2]]) for i in range(aug.global_crops_number)]
+        self.views = [
+            v2.Compose([crop(g, aug.global_crops_scale), flip, colour[i % 2]]) for i in range(aug.global_crops_number)
+        ]
         self.views += [
             v2.Compose([crop(lc, aug.local_crops_scale), flip, per_frame_colour(lc, blur_p=0.5)])
             for _ in range(aug.local_crops_number)

@@ -11,9 +11,10 @@ clip uint8 (T, H, W, 3) ->
    bicubic) of the pre-cropped frame, jitter / grayscale, blur p 0.5, no flip.
 Normalisation happens on the device, in the method (`vidssl.data.transforms.normalize`).
 
-Every random parameter is drawn first, in the order the per-frame torchvision pipeline draws
-it, then each view's colour ops run once on its stack of frames (`BatchedPhotometric`) instead
-of once per frame: the same augmentations, several times faster on a loader core.
+Every random parameter is drawn first, with the calls and in the order of the previous per-frame
+torchvision pipeline (so a seed gives the same views, to float rounding), then the colour ops run
+on stacks of frames (`BatchedPhotometric`) instead of one torchvision pipeline per frame and view:
+several times faster on a loader core.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from vidssl.config import AugConfig
-from vidssl.data.transforms import BatchedPhotometric, _coin, random_resized_crop, resized_crop
+from vidssl.data.transforms import BatchedPhotometric, RandomResizedCrop, coin
 
 
 class DoRAClipViews:
@@ -32,11 +33,10 @@ class DoRAClipViews:
     """
 
     def __init__(self, aug: AugConfig) -> None:
-        self.precrop_size, self.global_size, self.local_size = aug.precrop_size, aug.global_crop_size, aug.local_crop_size
         self.num_locals = aug.local_crops_number
-        self.precrop = random_resized_crop(aug.precrop_size, aug.precrop_scale)
-        self.global_crop = random_resized_crop(aug.global_crop_size, aug.global_crops_scale)
-        self.local_crop = random_resized_crop(aug.local_crop_size, aug.local_crops_scale)
+        self.precrop = RandomResizedCrop(aug.precrop_size, aug.precrop_scale)
+        self.global_crop = RandomResizedCrop(aug.global_crop_size, aug.global_crops_scale)
+        self.local_crop = RandomResizedCrop(aug.local_crop_size, aug.local_crops_scale)
         self.global_colour = BatchedPhotometric(aug.global_crop_size, blur_p=0.1)
         self.local_colour = BatchedPhotometric(aug.local_crop_size, blur_p=0.5)
 
@@ -45,25 +45,27 @@ class DoRAClipViews:
             raise ValueError(f"DoRA clip views need a uint8 clip (T, H, W, 3), got {clip.dtype} {tuple(clip.shape)}")
         # a channels-last view, no copy: torch's uint8 bicubic resize works in that layout
         frames = clip.permute(0, 3, 1, 2)  # (T, 3, H, W)
-        pre = resized_crop(frames, self.precrop.make_params([frames]), self.precrop_size)  # (T, 3, P, P), shared box
-        glob = resized_crop(pre, self.global_crop.make_params([pre]), self.global_size)  # (T, 3, G, G), shared box
-        if _coin(0.5):  # one flip for the clip
+        pre = self.precrop(frames)  # (T, 3, P, P), one box for the clip
+        glob = self.global_crop(pre)  # (T, 3, G, G), one box for the clip
+        if coin(0.5):  # one flip for the clip
             glob = glob.flip(-1)
         views = [self.global_colour(glob)]  # colour drawn frame by frame
-        return views + list(self._locals(pre).split(clip.shape[0]))
+        if self.num_locals:
+            views += self._locals(pre).split(clip.shape[0])  # V x (T, 3, L, L)
+        return views
 
     def _locals(self, pre: torch.Tensor) -> torch.Tensor:
         """(T, 3, P, P) -> (V * T, 3, L, L), view-major: per frame its own crop and colour.
 
-        The V * T crops go through the colour ops as one stack, which keeps the per-op stacks
-        large enough to amortise each call.
+        The V * T crops go through the colour ops as one stack: more of them share an op order,
+        so each op call covers more images.
         """
         colour = self.local_colour
         batched = isinstance(colour, BatchedPhotometric)
         crops, draws = [], []
         for _ in range(self.num_locals):
             for frame in pre:
-                crops.append(resized_crop(frame, self.local_crop.make_params([frame]), self.local_size))  # (3, L, L)
+                crops.append(self.local_crop(frame))  # (3, L, L), its own box
                 if batched:  # drawn right after the frame's crop, as the per-frame pipeline does
                     draws.append(colour.sample())
         return colour.apply(crops, draws) if batched else colour(torch.stack(crops))

@@ -1,18 +1,22 @@
-"""Augmentation primitives on uint8 tensors, batched over the images of a clip.
+"""Augmentation primitives on uint8 tensors, with the colour ops batched over the images of a clip.
 
 Views leave the data loader as uint8 (smaller to move between processes and to the GPU) and
 are normalised on the device by `normalize`.
 
-The colour ops work on a whole stack of images at once, each image with its own factor, and
-reproduce torchvision.transforms.v2's uint8 kernels applied image by image (up to float rounding,
-at most 1 grey level). Their stacks are float32 (N, 3, H, W) holding whole numbers in [0, 255]:
-every op ends by truncating, as torchvision's cast back to uint8 does after each op, so a chain
-of ops sees the same intermediate values as torchvision's chain without uint8 round trips.
+The colour ops take a stack of images, each with its own factor, and reproduce
+torchvision.transforms.v2's uint8 kernels applied image by image (to float rounding: at most one
+grey level, rarely). Their stacks are float32 (N, 3, H, W) holding whole numbers in [0, 255]:
+every op ends by truncating, as torchvision's cast back to uint8 does after each op, so a chain of
+ops sees torchvision's intermediate values without the uint8 round trips. `BatchedPhotometric`
+draws DINO's colour parameters per image exactly as the torchvision Compose does and runs the ops
+on stacks; `RandomResizedCrop` draws torchvision's boxes. Both take their randomness from torch's
+global RNG only (the loader seeds it per sample) and are picklable.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -42,8 +46,8 @@ def blur_kernel_size(crop_size: int) -> int:
 
 # --- batched colour ops --------------------------------------------------------------------------
 # x: float32 (N, 3, H, W) holding whole numbers in [0, 255]; factors: (N,), one per image. Each op
-# overwrites x with its result (in place: fresh large temporaries cost page faults on a loader core)
-# and returns it.
+# overwrites x with its result and returns it: in place, to keep allocations and memory traffic
+# (what these elementwise ops cost on a loader core) down.
 
 
 def _per_image(values: torch.Tensor) -> torch.Tensor:
@@ -60,10 +64,10 @@ def luma(x: torch.Tensor) -> torch.Tensor:
 def _blend_(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
     """x <- x * ratio + other * (1 - ratio), clamped and truncated (torchvision's `_blend` + uint8 cast).
 
-    other: (N, 1, H, W). ratio: float64 (N,); 1 - ratio is taken in float64 first,
-    as torchvision does with a Python float, and addcmul rounds like torchvision's
-    `add_(other, alpha=1 - ratio)` (one fused multiply-add). Values are >= 0 after the clamp, so
-    floor is the cast's truncation (and much faster than trunc on CPU).
+    other: (N, 1, H, W). ratio: float64 (N,); 1 - ratio is taken in float64 first, as torchvision
+    does with a Python float, and addcmul_ rounds as torchvision's `add_(other, alpha=1 - ratio)`
+    does (the tests check it). Values are >= 0 after the clamp, so floor is the cast's
+    truncation (and several times faster than trunc on CPU).
     """
     return x.mul_(_per_image(ratio)).addcmul_(other, _per_image(1.0 - ratio)).clamp_(0, 255).floor_()
 
@@ -76,8 +80,8 @@ def brightness_(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 def contrast_(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Per-image `F.adjust_contrast`: blend with the image's mean (floored) luma."""
     mean = luma(x).floor_().mean(dim=(1, 2, 3), keepdim=True)  # (N, 1, 1, 1)
-    # one per-image constant: as torchvision's broadcast add_(mean, alpha) rounds, and much
-    # faster than a multiply-add with two broadcast operands
+    # mean * (1 - factor) as one per-image constant: rounds as torchvision's broadcast
+    # add_(mean, alpha=1 - factor) does, and a multiply-add with two broadcast operands is slow
     offset = mean.mul_(_per_image(1.0 - factor))
     return x.mul_(_per_image(factor)).add_(offset).clamp_(0, 255).floor_()
 
@@ -93,29 +97,26 @@ def hue_(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     Only the hue moves (min, max and chroma = max - min are kept), so it is computed in sextants
     (turns * 6; red at 0, green at 2, blue at 4) and each channel is rebuilt from the HSV
     hexcone's trapezoid, min + chroma * clamp(||hue - centre| - 3| - 1, 0, 1): torchvision's
-    sextant table without a gather. Branches are arithmetic masks (torch.where is slow on CPU):
-    a channel is maximal where its normalised value (x - min) / chroma is exactly 1, with
-    torchvision's tie order red, green, blue.
+    sextant table without a gather. The maximal channel picks the hue formula through arithmetic
+    masks (torch.where is slow on CPU): channel / max is exactly 1 on the maximal channel (whole
+    numbers); where two channels tie, both formulas give the same hue.
     """
     r, g, b = x.unbind(dim=1)
-    maxc = torch.maximum(torch.maximum(r, g), b).unsqueeze_(1)  # (N, 1, H, W)
-    minc = torch.minimum(torch.minimum(r, g), b).unsqueeze_(1)
-    chroma = maxc.sub_(minc)
-    x.sub_(minc).div_(chroma.clamp(min=1.0))  # normalised to [0, 1]; grey pixels (chroma 0) to 0
-    rn, gn, bn = x.unbind(dim=1)
-    is_r = rn.floor()
-    is_g = gn.floor().mul_(1.0 - is_r)
-    hue = (rn - gn).add_(4.0)  # blue maximal: 4 + r - g
-    hue.add_((gn - bn).sub_(hue).mul_(is_r))  # red maximal: g - b
-    hue.add_((bn - rn).add_(2.0).sub_(hue).mul_(is_g))  # green maximal: 2 + b - r
-    hue = hue.unsqueeze_(1).add_(_per_image(shift * 6.0))  # (N, 1, H, W) in [-4, 8)
+    maxc = torch.maximum(torch.maximum(r, g), b)  # (N, H, W)
+    minc = torch.minimum(torch.minimum(r, g), b)
+    chroma = maxc - minc
+    top = maxc.clamp(min=1.0)  # black: 0 / 1, not 0 / 0
+    hue = (r - g).add_(chroma, alpha=4.0)  # blue maximal: 4 + (r - g) / chroma, times chroma
+    hue.add_((g - b).sub_(hue).mul_(r.div(top).floor_()))  # red maximal: (g - b) / chroma
+    hue.add_((b - r).add_(chroma, alpha=2.0).sub_(hue).mul_(g.div(top).floor_()))  # green: 2 + (b - r) / chroma
+    hue.div_(chroma.clamp(min=1.0)).add_(_per_image(shift * 6.0).view(-1, 1, 1))  # (N, H, W) in [-4, 8)
     hue.sub_(torch.mul(hue, 1.0 / 6.0).floor_().mul_(6.0))  # mod 6: within 6 of every centre
     for channel, centre in enumerate((0.0, 2.0, 4.0)):
-        torch.sub(hue, centre, out=x[:, channel : channel + 1])
+        torch.sub(hue, centre, out=x[:, channel])
     x.abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)  # each channel's level in [0, 1]
     # torchvision goes through [0, 1] and back with x * (255 + 1 - 1e-3) before truncating
     scale = (256.0 - 1e-3) / 255.0
-    return torch.addcmul(minc.mul_(scale), chroma.mul_(scale), x, out=x).floor_()
+    return torch.addcmul(minc.mul_(scale).unsqueeze_(1), chroma.mul_(scale).unsqueeze_(1), x, out=x).floor_()
 
 
 def grayscale_(x: torch.Tensor) -> torch.Tensor:
@@ -180,9 +181,9 @@ class FrameColour(NamedTuple):
     solarize: bool
 
 
-def _coin(p: float) -> bool:
-    """torch.rand(1) < p as torchvision's RandomApply tests it: one draw (even when p is 1),
-    compared in float32."""
+def coin(p: float) -> bool:
+    """True with probability p, drawn as torchvision's RandomApply draws it: one torch.rand(1)
+    (even when p is 1), compared with p in float32."""
     return torch.rand(1).item() < _float32(p)
 
 
@@ -221,14 +222,14 @@ class BatchedPhotometric:
     def sample(self) -> FrameColour:
         order: tuple[int, ...] = ()
         factors: tuple[float, ...] = ()
-        if _coin(self.jitter_p):
+        if coin(self.jitter_p):
             order = tuple(torch.randperm(4).tolist())
             factors = tuple(torch.empty(1).uniform_(lo, hi).item() for lo, hi in JITTER_RANGES)
-        grayscale = _coin(self.grayscale_p)
+        grayscale = coin(self.grayscale_p)
         sigma = 0.0
-        if self.blur_p > 0 and _coin(self.blur_p):
+        if self.blur_p > 0 and coin(self.blur_p):
             sigma = torch.empty(1).uniform_(0.1, 2.0).item()
-        solarize = self.solarize_p > 0 and _coin(self.solarize_p)
+        solarize = self.solarize_p > 0 and coin(self.solarize_p)
         return FrameColour(order, factors, grayscale, sigma, solarize)
 
     def apply(self, images: torch.Tensor | Sequence[torch.Tensor], params: Sequence[FrameColour]) -> torch.Tensor:
@@ -274,10 +275,11 @@ class BatchedPhotometric:
         for start, end, solarize in _runs([q.solarize for q in p]):
             if solarize:
                 solarize_(x[start:end])
+        # whole numbers in [0, 255]: going through int32 is the same cast, and several times
+        # faster than float -> uint8 on CPU
+        levels = x.to(torch.int32)
         for k, i in enumerate(rows):
-            # whole numbers in [0, 255]: going through int32 is the same cast, and several times
-            # faster than float -> uint8 on CPU
-            out[i].copy_(x[k].to(torch.int32))
+            out[i].copy_(levels[k])
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, S, S) -> uint8 (N, 3, S, S), parameters drawn image by image."""
@@ -287,15 +289,13 @@ class BatchedPhotometric:
 # --- geometry ------------------------------------------------------------------------------------
 
 
-def resized_crop(images: torch.Tensor, box: dict[str, int], size: int) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> uint8 (..., 3, size, size): `v2.RandomResizedCrop`'s crop + resize.
+def resized_crop(images: torch.Tensor, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
+    """uint8 (..., 3, H, W) -> uint8 (..., 3, size, size): crop box (top, left, height, width), resize.
 
-    box: a `v2.RandomResizedCrop.make_params` draw (top, left, height, width). The same bicubic,
-    antialiased uint8 resize as torchvision's (`F.resized_crop`), called directly: that saves a
-    third of the time of a small crop. A channels-last input (a decoded (T, H, W, 3) clip
-    permuted) keeps torch's fast uint8 path without a copy.
+    The same bicubic, antialiased uint8 resize as torchvision's `F.resized_crop`, called
+    directly (that saves a third of a small crop's time).
     """
-    top, left, height, width = box["top"], box["left"], box["height"], box["width"]
+    top, left, height, width = box
     crop = images[..., top : top + height, left : left + width]
     if (height, width) == (size, size):
         return crop
@@ -306,9 +306,42 @@ def resized_crop(images: torch.Tensor, box: dict[str, int], size: int) -> torch.
     return out if crop.dim() == 4 else out.squeeze(0)
 
 
-def random_resized_crop(size: int, scale: tuple[float, float]) -> v2.RandomResizedCrop:
-    """The box sampler (ratio 3/4 - 4/3) of a bicubic, antialiased RandomResizedCrop."""
-    return v2.RandomResizedCrop(size, scale=scale, interpolation=BICUBIC, antialias=True)
+class RandomResizedCrop:
+    """`v2.RandomResizedCrop(size, scale, ratio=(3/4, 4/3), bicubic, antialias=True)` for uint8 tensors.
+
+    `draw` makes torchvision's box draw with the same RNG calls in the same order (so a seeded run
+    crops where torchvision would) at a third of its overhead, which counts with 50 crops a clip.
+    """
+
+    def __init__(self, size: int, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:
+        self.size, self.scale, self.ratio = size, scale, ratio
+        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+
+    def draw(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of a box in a height x width image."""
+        area = height * width
+        for _ in range(10):
+            target_area = area * torch.empty(1).uniform_(self.scale[0], self.scale[1]).item()
+            aspect_ratio = torch.exp(torch.empty(1).uniform_(self.log_ratio[0], self.log_ratio[1])).item()
+            w = int(round(math.sqrt(target_area * aspect_ratio)))
+            h = int(round(math.sqrt(target_area / aspect_ratio)))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(torch.randint(0, height - h + 1, size=(1,)).item())
+                left = int(torch.randint(0, width - w + 1, size=(1,)).item())
+                return top, left, h, w
+        # ten misses: the central crop of the nearest allowed ratio, as torchvision falls back
+        in_ratio = width / height
+        if in_ratio < min(self.ratio):
+            w, h = width, int(round(width / min(self.ratio)))
+        elif in_ratio > max(self.ratio):
+            w, h = int(round(height * max(self.ratio))), height
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., 3, H, W) -> (..., 3, size, size), one box for all leading images."""
+        return resized_crop(images, self.draw(*images.shape[-2:]), self.size)
 
 
 class MultiCropFrames:
@@ -323,10 +356,9 @@ class MultiCropFrames:
 
     def __init__(self, aug: AugConfig) -> None:
         g, lc = aug.global_crop_size, aug.local_crop_size
-        self.global_size, self.local_size = g, lc
         self.num_globals, self.num_locals = aug.global_crops_number, aug.local_crops_number
-        self.global_crop = random_resized_crop(g, aug.global_crops_scale)
-        self.local_crop = random_resized_crop(lc, aug.local_crops_scale)
+        self.global_crop = RandomResizedCrop(g, aug.global_crops_scale)
+        self.local_crop = RandomResizedCrop(lc, aug.local_crops_scale)
         self.global_colour = [BatchedPhotometric(g, blur_p=1.0), BatchedPhotometric(g, blur_p=0.1, solarize_p=0.2)]
         self.local_colour = BatchedPhotometric(lc, blur_p=0.5)
 
@@ -335,23 +367,23 @@ class MultiCropFrames:
         views = []
         for i in range(self.num_globals):
             colour = self.global_colour[i % 2]
-            crops, draws = self._crops(frames, self.global_crop, self.global_size, colour, 1)
+            crops, draws = self._crops(frames, self.global_crop, colour, 1)
             views.append(colour.apply(crops, draws))  # (T, 3, G, G)
         if self.num_locals:
-            crops, draws = self._crops(frames, self.local_crop, self.local_size, self.local_colour, self.num_locals)
+            crops, draws = self._crops(frames, self.local_crop, self.local_colour, self.num_locals)
             views += self.local_colour.apply(crops, draws).split(len(frames))  # L x (T, 3, L, L)
         return views
 
     @staticmethod
     def _crops(
-        frames: torch.Tensor, sampler: v2.RandomResizedCrop, size: int, colour: BatchedPhotometric, num_views: int
+        frames: torch.Tensor, crop_fn: RandomResizedCrop, colour: BatchedPhotometric, num_views: int
     ) -> tuple[list[torch.Tensor], list[FrameColour]]:
-        """(T, 3, H, W) -> num_views * T flipped crops (3, size, size) and their colour draws."""
+        """(T, 3, H, W) -> num_views * T flipped crops (3, S, S) and their colour draws."""
         crops, draws = [], []
         for _ in range(num_views):
             for frame in frames:
-                crop = resized_crop(frame, sampler.make_params([frame]), size)
-                if _coin(0.5):  # RandomHorizontalFlip(p=0.5), drawn after the crop
+                crop = crop_fn(frame)
+                if coin(0.5):  # RandomHorizontalFlip(p=0.5), drawn after the crop
                     crop = crop.flip(-1)
                 crops.append(crop)
                 draws.append(colour.sample())
