@@ -232,6 +232,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (default: torch's choice; 1 is steadier on a busy machine)")
     parser.add_argument("--skip-dino", action="store_true", help="skip the DoRA vs DINO comparison")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="also time ours with activation checkpointing of the student (model.grad_checkpointing)")
     args = parser.parse_args()
     if args.quick:
         args.frames, args.steps = 4, 2
@@ -253,6 +255,11 @@ def main() -> None:
     t_ref, m_ref, a_ref = measure("reference (official structure)", method, views, reference_step, args.steps, args.warmup)
     print(f"  ours / reference: time {t_ours / t_ref:.2f}x (aim <= 0.6), peak memory {m_ours / m_ref:.2f}x "
           f"(aim <= 0.4), step memory {a_ours / a_ref:.2f}x")
+    if args.checkpointing:
+        method, views = build(dora + ["model.grad_checkpointing=true"])
+        t_ck, m_ck, a_ck = measure("ours + activation checkpointing", method, views, ours, args.steps, args.warmup)
+        print(f"  ours with checkpointing / reference: time {t_ck / t_ref:.2f}x, peak memory {m_ck / m_ref:.2f}x, "
+              f"step memory {a_ck / a_ref:.2f}x")
     if not args.skip_dino:
         dino = common + ["method.name=dino", f"aug.global_crops_number={args.objects}"]
         method, views = build(dino)

@@ -120,3 +120,22 @@ def test_write_pictures_leaves_the_rng_alone(tmp_path) -> None:
     assert torch.equal(state, torch.get_rng_state())
     assert (tmp_path / "tracks" / "epoch_0002.png").stat().st_size > 0
     assert (tmp_path / "tracks" / "epoch_0002.gif").stat().st_size > 0
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients() -> None:
+    """model.grad_checkpointing only trades memory for compute: same loss, same student gradients."""
+    clips = torch.randint(0, 256, (2, 3, 40, 56, 3), dtype=torch.uint8)
+    results = []
+    for checkpointing in (False, True):
+        cfg = load_config(None, TINY + ["model.drop_path=0.0", f"model.grad_checkpointing={str(checkpointing).lower()}"])
+        torch.manual_seed(0)
+        method = build_method(cfg).train()
+        views = collate(method.make_transform(), clips)
+        loss, _ = method.training_step(views, StepInfo(0, 0, 1, 1))
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in method.student.named_parameters() if p.grad is not None}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert method.student["backbone"].vit.grad_checkpointing
+    assert torch.allclose(loss_a, loss_b, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    assert all(torch.allclose(grads_a[n], grads_b[n], atol=1e-5) for n in grads_a)

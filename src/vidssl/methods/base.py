@@ -44,6 +44,7 @@ def build_student_teacher(cfg: Config) -> tuple[nn.ModuleDict, nn.ModuleDict]:
     student = network(m.drop_path)
     teacher = network(0.0)
     teacher.load_state_dict(student.state_dict())
+    student["backbone"].vit.set_grad_checkpointing(m.grad_checkpointing)  # the teacher never runs backward
     for p in teacher.parameters():
         p.requires_grad_(False)
     return student, teacher
