@@ -109,19 +109,55 @@ def test_unfinished_and_modified_stores_are_refused(video, store, tmp_path):
         open_store(tmp_path / "nothing")
 
 
-def test_a_damaged_frame_is_caught_at_read_time(store, tmp_path):
+def flip_byte(path: Path, pos: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[pos] ^= 0x55  # same size, different content
+    path.write_bytes(bytes(data))
+
+
+def test_a_modified_index_or_timestamps_file_is_refused_on_open(store, tmp_path):
     import shutil
 
-    copy = tmp_path / "c.store"
-    shutil.copytree(store, copy)
-    s = open_store(copy)
-    shard, offset, length, _ = s.index(0)[50]  # a frame away from the sampled hash regions
-    path = copy / "v000" / f"shard-{shard:05d}.jpg"
-    data = bytearray(path.read_bytes())
-    data[offset + length // 2] ^= 0x55
-    path.write_bytes(bytes(data))
-    got, missing = open_store(copy, verify=False).reader(0).read([49, 50])
-    assert 49 in got and "frame 50 is damaged (crc mismatch)" in missing[50]
+    for name in ("index.npy", "timestamps.npy"):
+        copy = tmp_path / name / "c.store"
+        shutil.copytree(store, copy)
+        flip_byte(copy / "v000" / name, -3)  # in the array data, past the .npy header
+        with pytest.raises(StoreError, match=rf"v000/{name}: content differs from what ingest wrote"):
+            open_store(copy)
+    # a store from before these hashes were recorded opens with the size checks only
+    manifest = json.loads((store / "store.json").read_text())
+    del manifest["videos"][0]["file_hashes"]
+    old = tmp_path / "old.store"
+    shutil.copytree(store, old)
+    (old / "store.json").write_text(json.dumps(manifest))
+    assert open_store(old).index(0).shape == (130, 4)
+
+
+def test_a_damaged_frame_outside_the_sampled_regions_is_a_skipped_clip(video, tmp_path):
+    from vidssl.data.store import SAMPLE_BYTES
+
+    out = tmp_path / "one-shard.store"
+    ingest([video], out, IngestOptions(short_side=72, shard_frames=1000, quality=95), progress=False)
+    size = open_store(out).videos[0]["shards"][0]["bytes"]
+    assert size > 3 * SAMPLE_BYTES  # one shard larger than the three regions hashed on open
+    regions = [(p, p + SAMPLE_BYTES) for p in (0, size // 2 - SAMPLE_BYTES // 2, size - SAMPLE_BYTES)]
+    index = open_store(out).index(0)
+    frame = next(i for i, (_, off, n, _) in enumerate(index.tolist())
+                 if i > 2 and all(off + n <= a or off >= b for a, b in regions))
+    _, offset, length, _ = index[frame]
+    flip_byte(out / "v000" / "shard-00000.jpg", int(offset + length // 2))
+    open_store(out)  # the sampled check cannot see it ...
+    with pytest.raises(StoreError, match="shard-00000.jpg: content differs .* [(]full check[)]"):
+        open_store(out, verify=False).verify(full=True)  # ... a full verify can
+    # ... and reading catches it by the frame's crc32 (a JPEG decoder mostly decodes damaged
+    # data without complaint): exactly the clips holding that frame are skipped, naming it
+    data = build_training_data(DataConfig(store=str(out), frames_per_clip=2, frame_stride=2), None, seed=0)
+    assert data.num_clips == 128
+    batches = list(data.loader(8, 0, epoch=0))
+    skipped = sorted(s for b in batches for s in b["skipped"])
+    why = f"{out / 'v000' / 'shard-00000.jpg'}: frame {frame} is damaged (crc mismatch); the store was modified"
+    assert skipped == [f"walk.mp4: frame {frame}: {why}"] * 2  # the clips starting at frame - 2 and frame
+    assert sum(len(b["frames"]) for b in batches) == 126
 
 
 CRASH = textwrap.dedent("""
@@ -184,13 +220,25 @@ def test_black_tail_and_frozen_stretch_are_excluded(tmp_path, capsys):
     assert BlankThresholds().frozen_seconds == 5.0
 
 
+INGEST = "import sys; from vidssl.data.ingest import IngestOptions as O, ingest; ingest([sys.argv[1]], sys.argv[2], O(short_side=0), progress=False)"
+
+
+def ingest_bounded(source: Path, out: Path):
+    """Ingest in a child process with a deadline: a hang fails the test instead of stalling it."""
+    from vidssl.data.ingest import report_of
+
+    r = subprocess.run([sys.executable, "-c", INGEST, str(source), str(out)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = open_store(out).videos[0]
+    return report_of(meta), meta
+
+
 def test_truncated_file_keeps_decodable_frames_and_reports_the_loss(tmp_path):
     whole = write_video(tmp_path / "whole.mp4", moving_frames(200, 96, 64), fps=25, gop=10)
     data = whole.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.6)])
-    reports = ingest([cut], tmp_path / "cut.store", IngestOptions(short_side=0), progress=False)
-    r = reports[0]
+    r, _ = ingest_bounded(cut, tmp_path / "cut.store")
     assert 60 < r.num_frames < 200 and r.header_frames == 200
     assert r.lost[-1] == (r.num_frames, 200) and r.lost_frames == 200 - r.num_frames
     assert any("lost" in line for line in r.lines())
@@ -204,17 +252,35 @@ def test_truncated_file_keeps_decodable_frames_and_reports_the_loss(tmp_path):
 def test_corrupted_bytes_keep_the_rest_and_finish(tmp_path):
     whole = write_video(tmp_path / "whole.mkv", moving_frames(200, 96, 64), fps=25, gop=10)
     data = bytearray(whole.read_bytes())
-    rng = np.random.default_rng(0)
-    a = len(data) // 3
-    data[a : a + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    a, b = len(data) // 3, len(data) // 3 + 3000
+    # which frames (display order) the damaged bytes belong to, and where the keyframes are
+    with av.open(str(whole)) as c:
+        st = c.streams.video[0]
+        packets = [(p.pos, p.size, round(float(p.pts * st.time_base) * 25), p.is_keyframe)
+                   for p in c.demux(st) if p.size]
+    hit = [f for pos, size, f, _ in packets if pos < b and pos + size > a]
+    next_key = min(f for _, _, f, key in packets if key and f > max(hit))
+    assert hit and next_key < 200
+    data[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
     bad = tmp_path / "bad.mkv"
     bad.write_bytes(bytes(data))
-    r = ingest([bad], tmp_path / "bad.store", IngestOptions(short_side=0), progress=False)[0]
-    assert r.num_frames >= 150  # frames after the damage still decode
-    assert r.lost_frames > 0 or r.errors  # and the damage is reported
-    assert r.num_frames + r.lost_frames <= 200
-    meta = open_store(tmp_path / "bad.store").videos[0]
-    assert meta["num_frames"] == r.num_frames
+    r, meta = ingest_bounded(bad, tmp_path / "bad.store")
+    # one lost run: from inside the damaged frames up to the next keyframe, which decodes again
+    assert len(r.lost) == 1
+    lo, hi = r.lost[0]
+    assert min(hit) <= lo <= max(hit) and hi == next_key, (hit, r.lost)
+    assert r.num_frames == 200 - (hi - lo) and r.header_frames == 200
+    assert f"lost {hi - lo} frames (source frame numbers {lo}-{hi - 1})" in "\n".join(r.lines())
+    assert meta["excluded"] == [[lo, lo]]  # clips are cut at the gap (store frame lo is source frame hi)
+    # every frame kept away from the damage sits at its place: store frame i is source frame i
+    # before the gap and i + (hi - lo) after it
+    ref = sequential_decode(whole)
+    reader = open_store(tmp_path / "bad.store").reader(0)
+    for i in (5, min(hit) - 3, lo + 3, r.num_frames - 2):
+        src = i if i < lo else i + (hi - lo)
+        got, _ = reader.read([i])
+        errors = [np.abs(got[i].astype(int) - ref[j]).mean() for j in (src - 1, src, src + 1)]
+        assert errors[1] < min(errors[0], errors[2]) / 2, (i, src, errors)
 
 
 def test_ingest_bad_input(tmp_path, capsys):

@@ -151,3 +151,34 @@ def test_torchcodec_backend_gives_the_same_clips(videos):
     batch = next(iter(data.loader(4, 0, epoch=0)))
     for clip, frames in zip(batch["views"][0], batch["frames"].tolist()):
         np.testing.assert_array_equal(clip.numpy(), ref[frames])
+
+
+def test_streaming_seeks_at_most_once_per_block(videos, monkeypatch):
+    from vidssl.data.video import PyAVReader
+
+    real_seek, real_read = PyAVReader._seek, PyAVReader.read
+    seeks_per_read: list[int] = []
+    seeks = [0]
+
+    def seek(self, index):
+        seeks[0] += 1
+        real_seek(self, index)
+
+    def read(self, indices):
+        before = seeks[0]
+        out = real_read(self, indices)
+        seeks_per_read.append(seeks[0] - before)
+        return out
+
+    monkeypatch.setattr(PyAVReader, "_seek", seek)
+    monkeypatch.setattr(PyAVReader, "read", read)
+    # one video: 82 clips, blocks of 16 neighbouring clips (4 batches of 4), shuffled inside
+    data = build_training_data(cfg_for(videos[:1]), None, seed=3)
+    tasks = data._tasks(4, 0)
+    assert len(tasks) == 5 and all(b1 - b0 == 4 for b0, b1 in tasks)
+    batches = list(data.loader(4, 0, epoch=0))
+    assert len(batches) == 20 and all(b["skipped"] == [] for b in batches)
+    # a block is decoded in one forward pass: one read, at most one seek (never one per clip)
+    assert len(seeks_per_read) == len(tasks)
+    assert max(seeks_per_read) <= 1 and seeks[0] <= len(tasks)
+    assert sum(seeks_per_read) >= 1  # blocks come in shuffled order, so some block needs its seek

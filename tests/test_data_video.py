@@ -96,3 +96,52 @@ def test_video_shorter_than_one_clip(video):
     cfg = DataConfig(videos=[str(video)], frames_per_clip=8, frame_stride=60)
     with pytest.raises(VideoError.__mro__[1], match=r"clip.mp4 has 150 frames; a clip of T=8 at stride 60 needs 421"):
         build_training_data(cfg, None, seed=0)
+
+
+class _Flagged:
+    """A decoded frame that claims FFmpeg had to conceal damage in it."""
+
+    is_corrupt = True
+
+    def __init__(self, frame):
+        self._frame = frame
+
+    def __getattr__(self, name):
+        return getattr(self._frame, name)
+
+
+def test_a_corrupt_keyframe_after_every_seek_ends_in_bounded_seeks(tmp_path, monkeypatch):
+    from vidssl.data.video import MAX_STEP_BACKS
+
+    path = write_video(tmp_path / "bad.mp4", moving_frames(150, 96, 64), fps=25, gop=10)  # keyframes 0, 10, ...
+    real_seek = PyAVReader._seek
+    seeks = []
+
+    def seek(self, index):
+        # The worst case: every seek lands on the same keyframe (90) and it comes out corrupt.
+        seeks.append(index)
+        if len(seeks) > 20:
+            raise AssertionError(f"endless step-back loop: seeks to {seeks[:8]} ...")
+        real_seek(self, 100)
+        frames = self._frames
+
+        def first_flagged():
+            yield _Flagged(next(frames))
+            yield from frames
+
+        self._frames = first_flagged()
+
+    monkeypatch.setattr(PyAVReader, "_seek", seek)
+    ref = sequential_decode(path)
+    got, missing = PyAVReader(path).read([92, 95, 120])
+    assert len(seeks) == 1 + MAX_STEP_BACKS
+    assert seeks[1] > seeks[2] > seeks[3]  # each step-back aims further back
+    for i in (92, 95):  # frames that depend on the corrupt keyframe are reported, not returned damaged
+        assert missing[i].startswith("undecodable: frame 90 is corrupt after a seek")
+    np.testing.assert_array_equal(got[120], ref[120])  # past the next clean keyframe all is well again
+    # through the loader: the clip is refused with the file and the frame named
+    seeks.clear()
+    data = build_training_data(DataConfig(videos=[str(path)], frames_per_clip=2, frame_stride=3), None, seed=0)
+    with pytest.raises(VideoError, match=r"^bad.mp4: frame 92: undecodable: frame 90 is corrupt"):
+        data.read_clip(92)
+    assert len(seeks) == 1 + MAX_STEP_BACKS

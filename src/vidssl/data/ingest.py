@@ -298,10 +298,13 @@ def _finish_video(vdir: Path, source: dict, digest: str, options: IngestOptions,
         stats.append(np.load(f"{stem}.stats.npy"))
         times.append(np.load(f"{stem}.ts.npy"))
     index, stats_a, times_a = np.concatenate(idx), np.concatenate(stats), np.concatenate(times)
-    files = {}
+    files, file_hashes = {}, {}
     for name, arr in (("index.npy", index), ("stats.npy", stats_a), ("timestamps.npy", times_a)):
         save_npy_atomic(vdir / name, arr)
         files[name] = (vdir / name).stat().st_size
+        # small (52 bytes a frame together), so hashed whole and checked on every open: the index
+        # holds the offsets and crc32s every frame read relies on
+        file_hashes[name] = file_hash(vdir / name)
     stretches = detect_stretches(stats_a, fps, options.thresholds)
     # clips must not run across frames lost in the source either: a zero-length exclusion at
     # each gap splits the stretch there
@@ -319,7 +322,7 @@ def _finish_video(vdir: Path, source: dict, digest: str, options: IngestOptions,
         "orig_width": orig[0], "orig_height": orig[1], "codec": codec, "header_frames": header_frames,
         "jpeg_quality": options.quality, "lost": lost, "errors": errors,
         "stretches": [asdict(s) for s in stretches], "excluded": excluded,
-        "thresholds": asdict(options.thresholds), "shards": shard_meta, "files": files,
+        "thresholds": asdict(options.thresholds), "shards": shard_meta, "files": files, "file_hashes": file_hashes,
         "duration_s": float(times_a[-1] - times_a[0] + 1 / fps) if len(times_a) else 0.0,
     }
     write_json_atomic(vdir / "video.json", meta)

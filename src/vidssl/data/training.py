@@ -217,7 +217,8 @@ class TrainingData:
          "video": (B,) video ids, "frames": (B, T) frame indices}. Without a transform
         "views" is [uint8 clips (B, T, H, W, 3)]. Clips that fail to decode are dropped (the batch is
         smaller) and named in "skipped"; past `cfg.max_decode_errors` in this loader a
-        `DecodeLimitError` names the last file and frame."""
+        `DecodeLimitError` names the last file and frame (one process only: with several, the
+        caller must stop all ranks together, as the engine does)."""
         nb = self.batches_per_epoch(batch_size)
         if not 0 <= start_batch <= nb:
             raise VidsslError(f"start_batch={start_batch} is outside the epoch's {nb} batches")
@@ -225,7 +226,10 @@ class TrainingData:
         tasks = self._tasks(batch_size, start_batch)
         dataset = _EpochBatches(self.spec, self.index.names, plan, batch_size, tasks, self.transform,
                                 self.seed, epoch, self.rank)
-        return _OrderedLoader(dataset, num_workers, start_batch, nb, self.cfg.max_decode_errors)
+        # With several processes one rank must not raise alone (the others would wait forever in
+        # their next collective): the stop is then the engine's count, summed over all ranks.
+        limit = self.cfg.max_decode_errors if self.world_size == 1 else float("inf")
+        return _OrderedLoader(dataset, num_workers, start_batch, nb, limit)
 
     def read_clip(self, clip_index: int) -> Tensor:
         """Clip `clip_index` of the canonical (unshuffled) index as uint8 (T, H, W, 3)."""
@@ -244,7 +248,7 @@ class TrainingData:
 class _OrderedLoader:
     """Iterates a DataLoader over `_EpochBatches` and yields batches in index order."""
 
-    def __init__(self, dataset: _EpochBatches, num_workers: int, first: int, end: int, max_errors: int):
+    def __init__(self, dataset: _EpochBatches, num_workers: int, first: int, end: int, max_errors: float):
         self.dataset, self.num_workers = dataset, num_workers
         self.first, self.end, self.max_errors = first, end, max_errors
 

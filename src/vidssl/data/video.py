@@ -20,6 +20,7 @@ import numpy as np
 from vidssl.data.errors import VideoError
 
 SEEK_GAP = 300  # frames; decoding this many forward is cheaper than a seek + GOP decode
+MAX_STEP_BACKS = 3  # re-seeks to earlier keyframes when the first frame after a seek is corrupt
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ class PyAVReader:
         self._next = 0  # index of the next frame the generator yields (approx.)
         self._counter = 0
         self._after_seek = False
+        self._step_backs = 0  # re-seeks made for the current seek (capped: never an endless loop)
+        self._broken = ""  # why frames are untrusted until the next clean keyframe ("" if they are fine)
 
     def close(self) -> None:
         self._frames = None
@@ -201,6 +204,7 @@ class PyAVReader:
                     self._counter = 0
                 else:
                     self._seek(target)
+                self._step_backs, self._broken = 0, ""
             try:
                 frame = next(self._frames)
             except StopIteration:
@@ -216,10 +220,20 @@ class PyAVReader:
             idx = self._index(frame)
             corrupt = bool(getattr(frame, "is_corrupt", False))
             if corrupt and self._after_seek and idx > 0:
-                # Some files mark frames as keyframes that do not decode on their own (FFmpeg
-                # conceals the damage and flags the frame): step back to an earlier keyframe.
-                self._seek(idx)
-                continue
+                if self._step_backs < MAX_STEP_BACKS:
+                    # Some files mark frames as keyframes that do not decode on their own (FFmpeg
+                    # conceals the damage and flags the frame): step back to an earlier keyframe,
+                    # further each time (0, 1, 3 s before it) in case a seek lands here again.
+                    back = (2 ** self._step_backs - 1) * max(1, round(self.fps))
+                    self._step_backs += 1
+                    self._seek(max(0, idx - back))
+                    continue
+                # Still corrupt: give up. Frames up to the next clean keyframe depend on this one,
+                # so they are reported missing (their clips are skipped), not returned damaged.
+                self._broken = (f"undecodable: frame {idx} is corrupt after a seek and {MAX_STEP_BACKS} "
+                                f"step-backs to earlier keyframes did not help")
+            elif self._broken and frame.key_frame and not corrupt:
+                self._broken = ""
             self._after_seek = False
             self._counter = idx + 1
             self._next = idx + 1
@@ -227,7 +241,9 @@ class PyAVReader:
                 missing[wanted[k]] = "frame not in the stream (lost or corrupt)"
                 k += 1
             if k < len(wanted) and wanted[k] == idx:
-                if corrupt:
+                if self._broken:
+                    missing[idx] = self._broken
+                elif corrupt:
                     missing[idx] = "decoded with errors (corrupt data)"
                 else:
                     out[idx] = self.to_array(frame)

@@ -147,6 +147,7 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.decode_errors = 0
+        self._last_decode_error = ""  # this rank's latest skipped clip, for the stop message
         if self.resume_payload is not None:
             self._restore(self.resume_payload)
 
@@ -261,10 +262,9 @@ class Trainer:
                     if self.batch_in_epoch >= self.steps_per_epoch or self.step >= end_step:
                         break
                     self.batch_in_epoch += 1
-                    self._count_decode_errors(batch["skipped"])
+                    if self._count_decode_errors(batch["skipped"], empty=len(batch["video"]) == 0):
+                        continue  # no clip left in some rank's batch: every rank skips this step
                     views = [fabric.to_device(v) for v in batch["views"]]
-                    if views[0].shape[0] == 0:
-                        continue
                     values = self._train_step(views)
                     self.step += 1
                     now = time.perf_counter()
@@ -301,15 +301,28 @@ class Trainer:
             print(f"done: step {self.step}/{self.total_steps}, final loss {loss:.4f}, {wall:.1f} s, run dir {self.run_dir}")
         return {"step": self.step, "loss": last.get("loss"), "wall_time_s": wall}
 
-    def _count_decode_errors(self, skipped: list[str]) -> None:
-        if not skipped:
-            return
-        self.decode_errors += len(skipped)
+    def _count_decode_errors(self, skipped: list[str], empty: bool = False) -> bool:
+        """Add this batch's skipped clips to the run-wide count (kept in the checkpoint) and stop
+        past data.max_decode_errors; return True if the batch of some rank has no clip left
+        (`empty`), so that every rank skips the step. Under several processes both are summed
+        over all ranks at every batch, so every rank holds the same count and decides the same
+        way at the same batch: a rank raising or skipping alone would leave the others waiting
+        in a collective (or pair their collectives wrongly)."""
+        new, empties = len(skipped), int(empty)
+        if skipped:
+            self._last_decode_error = skipped[-1]
+        if self.fabric.world_size > 1:  # every rank calls this once per batch, errors or not
+            total = self.fabric.all_reduce(torch.tensor([float(new), float(empties)], device=self.fabric.device),
+                                           reduce_op="sum")
+            new, empties = (int(x) for x in total.tolist())
+        self.decode_errors += new
         if self.decode_errors > self.cfg.data.max_decode_errors:
+            last = self._last_decode_error or "on another process (see its message)"
             raise VidsslError(
                 f"{self.decode_errors} clips failed to decode (limit data.max_decode_errors="
-                f"{self.cfg.data.max_decode_errors}); last: {skipped[-1]}"
+                f"{self.cfg.data.max_decode_errors}); last: {last}"
             )
+        return empties > 0
 
 
 def pretrain(cfg: Config, run_dir: Path, resume: bool = False, max_steps: int | None = None) -> dict[str, Any]:
