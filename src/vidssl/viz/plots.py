@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,7 +36,14 @@ def plot_loss_curve(metrics_path: Path, out_png: Path) -> Path:
     rows = [r for r in read_metrics(metrics_path) if "loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     steps = [r["step"] for r in rows]
-    ax.plot(steps, [r["loss"] for r in rows], color="tab:blue", label="loss")
+    losses = [r["loss"] for r in rows]
+    window = max(1, len(rows) // 20)
+    if window > 1:  # small batches make single steps noisy: show the trend over it
+        ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8)
+        smooth = np.convolve(losses, np.full(window, 1.0 / window), mode="valid")
+        ax.plot(steps[window - 1 :], smooth, color="tab:blue", label=f"loss (mean of {window} logs)")
+    else:
+        ax.plot(steps, losses, color="tab:blue", label="loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss", color="tab:blue")
     ax.grid(alpha=0.3)
