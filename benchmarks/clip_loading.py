@@ -17,7 +17,6 @@ same file with the same library (PyAV), and the store's size per hour of 60 fps 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time

@@ -1,7 +1,6 @@
 """Frame store and ingest: random access, integrity, resume, blank stretches, broken input."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap

@@ -15,14 +15,11 @@ from vidssl.data.training import TrainingData
 from vidssl.engine.trainer import Trainer
 from vidssl.errors import VidsslError
 
-TINY = [
-    "method.name=dino", "aug.global_crops_number=2",
-    "model.arch=vit_tiny", "model.patch_size=16", "model.out_dim=64", "model.hidden_dim=32", "model.bottleneck_dim=16",
-    "aug.global_crop_size=32", "aug.local_crop_size=16", "aug.local_crops_number=2",
-    "data.frames_per_clip=1", "data.frame_stride=1", "data.batch_size=4", "data.num_workers=0", "data.stream_window=16",
-    "optim.epochs=1", "optim.steps_per_epoch=15", "optim.warmup_epochs=0",
-    "engine.progress=false", "engine.accelerator=cpu", "engine.track_pictures_every=1000",
-]
+from test_pretrain import TINY_RUN
+
+# the tiny DINO run of test_pretrain, one epoch long enough to meet the damaged half of the video
+TINY = [*TINY_RUN, "optim.epochs=1", "optim.steps_per_epoch=15", "optim.warmup_epochs=0",
+        "engine.track_pictures_every=1000"]
 
 
 @pytest.fixture(scope="module")

@@ -267,9 +267,6 @@ class TorchCodecReader:
         self.decoder = None
 
     def read(self, indices: list[int]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-        import torch
-        import torch.nn.functional as F
-
         wanted = sorted(set(int(i) for i in indices))
         out: dict[int, np.ndarray] = {}
         missing: dict[int, str] = {}

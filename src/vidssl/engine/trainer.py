@@ -28,7 +28,7 @@ class NonFiniteLoss(VidsslError):
 
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX. Without them bf16 matmuls are emulated: on this project's AVX2 CPUs a
-    bf16 autocast training step measured 6x slower than fp32 (benchmarks/train_step.py)."""
+    bf16 autocast training step measured about 16x slower than fp32 (docs/engine.md)."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
