@@ -87,7 +87,25 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
     from vidssl.engine.trainer import pretrain  # heavy (torch, Lightning): after the config is known to be good
 
-    pretrain(cfg, out, resume=args.resume, max_steps=args.steps)
+    result = pretrain(cfg, out, resume=args.resume, max_steps=args.steps)
+    if result.get("finished"):
+        print_what_it_learned(cfg, out)
     return 0
+
+
+def print_what_it_learned(cfg, run_dir: Path) -> None:
+    """Diagnostics at the end of every run; on the built-in sample also the teacher's scores against
+    random init on the sample's held-out ground truth (about a minute on 2 cores)."""
+    from vidssl.eval.learned import learned_report
+
+    truth = None
+    if not cfg.data.videos and not cfg.data.store:
+        from vidssl.data.sample import cache_dir
+        from vidssl.eval.sample_bench import ground_truth_dir, write_ground_truth
+
+        truth = ground_truth_dir(cache_dir())
+        print("scoring the teacher against random init on the sample's held-out ground truth ...", flush=True)
+        write_ground_truth(truth)
+    print(learned_report(run_dir, cfg.model.out_dim, truth)[0])
 
 

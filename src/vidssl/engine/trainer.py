@@ -21,6 +21,7 @@ from vidssl.engine.run_log import METRICS_NAME, RunLog
 from vidssl.engine.schedules import CosineSchedule
 from vidssl.errors import VidsslError
 from vidssl.methods import Method, StepInfo, build_method
+from vidssl.methods.diagnostics import CollapseWatch
 
 class NonFiniteLoss(VidsslError):
     """The loss became NaN or infinite; the run stops before touching the weights."""
@@ -235,7 +236,8 @@ class Trainer:
             self.method.train()
         self.fabric.barrier()
 
-    def fit(self, max_steps: int | None = None) -> dict[str, Any]:
+    def fit(self, max_steps: int | None = None, max_seconds: float | None = None) -> dict[str, Any]:
+        """Train to the end of the schedule, or to `max_steps` in total, or for `max_seconds` of this call."""
         self._build()
         cfg, fabric = self.cfg, self.fabric
         end_step = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
@@ -250,6 +252,9 @@ class Trainer:
                 f"{self.steps_per_epoch} steps/epoch x {cfg.optim.epochs} epochs; run dir {self.run_dir}"
             )
         clips_per_step = cfg.data.batch_size * fabric.world_size
+        # Every run starts near uniform: judge collapse only once the lr warm-up is over.
+        grace = max(10, cfg.optim.warmup_epochs * self.steps_per_epoch)
+        watch = CollapseWatch(cfg.model.out_dim, grace, log.message) if log else None
         last: dict[str, Any] = {}
         started = time.perf_counter()
         step_start = started
@@ -264,22 +269,28 @@ class Trainer:
                     self.batch_in_epoch += 1
                     if self._count_decode_errors(batch["skipped"], empty=len(batch["video"]) == 0):
                         continue  # no clip left in some rank's batch: every rank skips this step
+                    arrived = time.perf_counter()  # since step_start: waiting for the loader
                     views = [fabric.to_device(v) for v in batch["views"]]
                     values = self._train_step(views)
                     self.step += 1
                     now = time.perf_counter()
                     values["clips_per_s"] = clips_per_step / max(now - step_start, 1e-9)
+                    values["step_s"] = now - step_start
+                    values["data_wait_s"] = arrived - step_start
                     step_start = now
                     last = values
                     if log:
-                        log.step(self.step, values, {"loss": f"{values['loss']:.4f}", "lr": f"{values['lr']:.2e}", "clips/s": f"{values['clips_per_s']:.1f}"})
+                        log.step(self.step, values, _bar_values(values))
                         if self.step % cfg.engine.log_every == 0 or self.step == end_step:
                             log.write(self.step, {"epoch": self.epoch, **values})
+                            watch(self.step, values)
                     if self.step % cfg.engine.checkpoint_every == 0:
                         self.save_checkpoint()
                     if stop.requested:
                         stopped_by_signal = True
                         break
+                    if max_seconds is not None and now - started > max_seconds:
+                        end_step = self.step  # a time budget: stop here, as if it were the last step
                 else:
                     self.batch_in_epoch = self.steps_per_epoch
                 if self.batch_in_epoch >= self.steps_per_epoch:
@@ -299,7 +310,9 @@ class Trainer:
                 print(f"stopped at step {self.step}; checkpoint saved; continue with: vidssl pretrain --out {self.run_dir} --resume")
             loss = last.get("loss", math.nan)
             print(f"done: step {self.step}/{self.total_steps}, final loss {loss:.4f}, {wall:.1f} s, run dir {self.run_dir}")
-        return {"step": self.step, "loss": last.get("loss"), "wall_time_s": wall}
+        # finished: this process logged steps and was not stopped by a signal (rank 0 reports)
+        return {"step": self.step, "loss": last.get("loss"), "wall_time_s": wall,
+                "finished": bool(log) and bool(last) and not stopped_by_signal}
 
     def _count_decode_errors(self, skipped: list[str], empty: bool = False) -> bool:
         """Add this batch's skipped clips to the run-wide count (kept in the checkpoint) and stop
@@ -323,6 +336,16 @@ class Trainer:
                 f"{self.cfg.data.max_decode_errors}); last: {last}"
             )
         return empties > 0
+
+
+def _bar_values(values: dict[str, Any]) -> dict[str, str]:
+    """The progress bar's short form: loss, lr, speed, and the teacher's two entropies (H / H(mean))."""
+    bar = {"loss": f"{values['loss']:.4f}", "lr": f"{values['lr']:.2e}", "clips/s": f"{values['clips_per_s']:.1f}"}
+    if "teacher_entropy" in values:
+        bar["H"] = f"{values['teacher_entropy']:.2f}/{values['teacher_batch_entropy']:.2f}"
+    if "mask_iou" in values:
+        bar["IoU"] = f"{values['mask_iou']:.2f}"
+    return bar
 
 
 def pretrain(cfg: Config, run_dir: Path, resume: bool = False, max_steps: int | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch
 from vidssl.config import Config
 from vidssl.data.transforms import MultiCropFrames, normalize
 from vidssl.methods.base import Method, StepInfo, build_student_teacher
+from vidssl.methods.diagnostics import step_diagnostics
 from vidssl.methods.dino_loss import DistillationLoss
 
 
@@ -38,10 +39,14 @@ class DINO(Method):
 
     def training_step(self, views: list[torch.Tensor], info: StepInfo) -> tuple[torch.Tensor, dict[str, Any]]:
         globals_, locals_ = views[: self.num_globals], views[self.num_globals :]
-        with torch.no_grad():
-            teacher_out = self.embed(self.teacher, globals_)
+        with torch.no_grad():  # the teacher's pass also gives its [CLS] attention, for the diagnostics
+            seen = self.teacher["backbone"].encode_with_last_attention(torch.cat([fold_frames(v) for v in globals_]))
+            teacher_out = list(self.teacher["head"](seen.cls).chunk(len(globals_)))
+            probs = self.loss.teacher_probs(torch.stack(teacher_out), info.epoch)  # before the centre moves
         student_out = self.embed(self.student, globals_)
         if locals_:
             student_out += self.embed(self.student, locals_)
         loss = self.loss.multi_view(student_out, teacher_out, info.epoch)
-        return loss, {"teacher_temp": self.loss.teacher_temperature(info.epoch)}
+        logs = step_diagnostics(probs, loss, self.loss.center, seen.cls_attention)
+        logs["teacher_temp"] = self.loss.teacher_temperature(info.epoch)
+        return loss, logs

@@ -23,6 +23,7 @@ from vidssl.config import Config, ConfigError
 from vidssl.data.clip_views import DoRAClipViews
 from vidssl.data.transforms import normalize
 from vidssl.methods.base import Method, StepInfo, build_student_teacher
+from vidssl.methods.diagnostics import mask_pairwise_iou, plan_distance_from_uniform, step_diagnostics
 from vidssl.methods.dino_loss import DistillationLoss
 from vidssl.ops.tracking import choose_heads, mask_frames, track_clips
 
@@ -120,12 +121,15 @@ class DoRA(Method):
         loss, mask_ce, local_ce = multi_object_loss(
             self.loss, probs, student_masked, student_local, m.official_loss_quirks
         )
+        logs = step_diagnostics(probs, loss, self.loss.center, tracks.cls_attention)
         self.loss.update_center(teacher_out)
-        logs = {
-            "mask_ce": mask_ce.mean().item(),
-            "mask_kept": tracks.masks.float().mean().item(),
-            "teacher_temp": self.loss.teacher_temperature(info.epoch),
-        }
+        logs.update(
+            mask_iou=mask_pairwise_iou(tracks.masks),
+            plan_distance=plan_distance_from_uniform(tracks.assignment),
+            mask_ce=mask_ce.mean().item(),
+            mask_kept=tracks.masks.float().mean().item(),
+            teacher_temp=self.loss.teacher_temperature(info.epoch),
+        )
         if local_ce is not None:
             logs["local_ce"] = local_ce.mean().item()
         return loss, logs

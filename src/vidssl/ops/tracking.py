@@ -33,6 +33,7 @@ class Tracks:
     refined: torch.Tensor  # (B, k, D')  P' = M*^T Z~
     attention: torch.Tensor  # (B, T, k, N)  T'_t = softmax_N(P' K~_t^T / sqrt(D))
     masks: torch.Tensor  # (B, T, k, N) bool, kept patches of each object in each frame
+    cls_attention: torch.Tensor | None = None  # (B, T, h, N) [CLS]->patch attention of every frame (track_clips)
 
 
 def choose_heads(num_heads: int, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -208,4 +209,5 @@ def track_clips(
     cls_att = out.cls_attention.reshape(B, T, h, -1)[:, 0]  # (B, h, N)
     z0 = z.reshape(B, T, *z.shape[1:])[:, 0]  # (B, N, D)
     tracks = track(cls_att, q, z0, keys, heads, iters, eps, threshold)
+    tracks.cls_attention = out.cls_attention.reshape(B, T, h, -1)
     return tracks, out.cls.reshape(B, T, -1)
