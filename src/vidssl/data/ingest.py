@@ -31,7 +31,9 @@ from vidssl.data.errors import StoreError, VideoError
 from vidssl.data.store import (
     FORMAT, MANIFEST, VERSION, file_hash, open_store, sample_hash, save_npy_atomic, write_json_atomic,
 )
-from vidssl.data.video import _open_container, _short, _stream_fps, check_video_path, resized_size
+from vidssl.data.video import (
+    _open_container, _short, _stream_fps, check_video_path, resized_size, timestamps_unusable,
+)
 
 SHARD_FRAMES = 1000
 
@@ -62,6 +64,7 @@ class VideoReport:
     lost: list[tuple[int, int]]  # [a, b) source frame numbers that never decoded
     errors: list[str]  # decoding errors, one line each
     stretches: list[Stretch]
+    frame_order: str = "pts"  # "pts", or "output order" where the container's timestamps are unusable
 
     @property
     def lost_frames(self) -> int:
@@ -69,6 +72,8 @@ class VideoReport:
 
     def lines(self) -> list[str]:
         out = [f"{self.name}: {self.num_frames} frames kept at {self.fps:g} fps (header says {self.header_frames})"]
+        if self.frame_order != "pts":
+            out.append("  frames indexed by decode output order: the container has no usable presentation timestamps")
         if self.lost:
             where = ", ".join(f"{a}-{b - 1}" for a, b in self.lost[:10]) + (" ..." if len(self.lost) > 10 else "")
             out.append(f"  lost {self.lost_frames} frames (source frame numbers {where})")
@@ -178,6 +183,9 @@ def ingest_video(path: Path, vdir: Path, options: IngestOptions, progress: bool 
     container = _open_container(path)
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
+    # frames are numbered by pts, or by decode output order where the container has no usable
+    # presentation times (AVI): there the n-th frame FFmpeg outputs is frame n
+    output_order = timestamps_unusable(container, stream)
     src_fps = _stream_fps(stream)
     if src_fps <= 0:
         raise VideoError(f"{path}: no frame rate in the video stream")
@@ -197,7 +205,8 @@ def ingest_video(path: Path, vdir: Path, options: IngestOptions, progress: bool 
     if done_shards:
         last = vdir / f"shard-{len(done_shards) - 1:05d}.last.npy"
         prev_luma = np.load(last) if last.is_file() else None
-        container.seek(int(resume_pts), stream=stream, backward=True, any_frame=False)
+        if not output_order:  # by output order the count from the start is the only position there is
+            container.seek(int(resume_pts), stream=stream, backward=True, any_frame=False)
     lost: list[list[int]] = [list(x) for x in prog["lost"]]
     errors: list[str] = list(prog["errors"])
     corrupt = 0
@@ -238,11 +247,18 @@ def ingest_video(path: Path, vdir: Path, options: IngestOptions, progress: bool 
         except Exception as e:  # the container itself is damaged beyond this point
             errors.append(f"{path.name}: reading stopped after frame {last_src}: {type(e).__name__}: {_short(e)}")
 
+    produced = 0  # frames FFmpeg has output so far (the index in output-order mode)
     try:
         for frame in frames():
-            if frame.pts is not None and resume_pts is not None and frame.pts <= resume_pts:
-                continue  # already in a committed shard
-            t = float(frame.time) if frame.time is not None else (last_src + 1) / src_fps + start_time
+            produced += 1
+            if output_order:
+                if produced - 1 <= last_src:
+                    continue  # already in a committed shard
+                t = start_time + (produced - 1) / src_fps
+            else:
+                if frame.pts is not None and resume_pts is not None and frame.pts <= resume_pts:
+                    continue  # already in a committed shard
+                t = float(frame.time) if frame.time is not None else (last_src + 1) / src_fps + start_time
             if getattr(frame, "is_corrupt", False):  # concealed damage: counted as lost, not stored
                 corrupt += 1
                 continue
@@ -283,12 +299,13 @@ def ingest_video(path: Path, vdir: Path, options: IngestOptions, progress: bool 
     write_json_atomic(prog_path, prog)
     hasher.join()
     return _finish_video(vdir, source, hasher.digest, options, out_fps, size, (cc.width, cc.height), cc.name,
-                         header_frames, done_shards, lost, errors)
+                         header_frames, done_shards, lost, errors,
+                         "output order" if output_order else "pts")
 
 
 def _finish_video(vdir: Path, source: dict, digest: str, options: IngestOptions, fps: float,
                   size: tuple[int, int], orig: tuple[int, int], codec: str, header_frames: int,
-                  shards: list[dict], lost: list[list[int]], errors: list[str]) -> dict:
+                  shards: list[dict], lost: list[list[int]], errors: list[str], order: str = "pts") -> dict:
     """Merge the shard indexes, find blank/frozen stretches and describe the video."""
     idx, stats, times = [], [], []
     for k, s in enumerate(shards):
@@ -320,7 +337,7 @@ def _finish_video(vdir: Path, source: dict, digest: str, options: IngestOptions,
         "dir": vdir.name, "source": {**source, "sha256": digest},
         "fps": fps, "num_frames": int(len(index)), "width": size[0], "height": size[1],
         "orig_width": orig[0], "orig_height": orig[1], "codec": codec, "header_frames": header_frames,
-        "jpeg_quality": options.quality, "lost": lost, "errors": errors,
+        "jpeg_quality": options.quality, "frame_order": order, "lost": lost, "errors": errors,
         "stretches": [asdict(s) for s in stretches], "excluded": excluded,
         "thresholds": asdict(options.thresholds), "shards": shard_meta, "files": files, "file_hashes": file_hashes,
         "duration_s": float(times_a[-1] - times_a[0] + 1 / fps) if len(times_a) else 0.0,
@@ -335,7 +352,7 @@ def _finish_video(vdir: Path, source: dict, digest: str, options: IngestOptions,
 def report_of(meta: dict) -> VideoReport:
     return VideoReport(meta["source"]["name"], meta["num_frames"], meta["fps"], meta["header_frames"],
                        [tuple(x) for x in meta["lost"]], meta["errors"],
-                       [Stretch(**s) for s in meta["stretches"]])
+                       [Stretch(**s) for s in meta["stretches"]], meta.get("frame_order", "pts"))
 
 
 def ingest(videos: list[str | Path], out: str | Path, options: IngestOptions | None = None,

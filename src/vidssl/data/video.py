@@ -73,6 +73,27 @@ def _stream_fps(stream) -> float:
     return float(rate) if rate else 0.0
 
 
+def timestamps_unusable(container, stream, packets: int = 200) -> bool:
+    """True when frames must be indexed by decode output order instead of pts. AVI stores no
+    presentation times (only a frame counter in decode order; with packed B-frames, DivX-style,
+    one packet even holds two frames), and some streams leave pts unset on packets: indexing by
+    such timestamps puts B-frames out of order and invents lost frames. Demuxes (no decoding)
+    up to `packets` packets, then rewinds."""
+    if "avi" in (container.format.name or "").split(","):
+        return True
+    unusable = False
+    try:
+        for k, pkt in enumerate(container.demux(stream)):
+            if k >= packets:
+                break
+            if pkt.size > 0 and pkt.pts is None:
+                unusable = True
+                break
+    finally:
+        container.seek(0, stream=stream, backward=True, any_frame=False)
+    return unusable
+
+
 def probe_video(path: str | Path, backend: str = "pyav") -> VideoInfo:
     """Frame count, fps and size of a video. The count comes from the container header when it
     has one, else from demuxing every packet (no decoding)."""
@@ -156,6 +177,9 @@ class PyAVReader:
         self.size = resized_size(cc.width, cc.height, short_side)
         self.resize = self.size != (cc.width, cc.height)
         self.seek_gap = seek_gap
+        # without usable timestamps a frame's index is its position in the decoder's output, known
+        # only by counting from the start: every backward jump decodes from frame 0 again
+        self.output_order = timestamps_unusable(self.container, self.stream)
         self._frames = None  # the decode generator
         self._next = 0  # index of the next frame the generator yields (approx.)
         self._counter = 0
@@ -168,7 +192,7 @@ class PyAVReader:
         self.container.close()
 
     def _index(self, frame) -> int:
-        if frame.time is None:
+        if self.output_order or frame.time is None:
             return self._counter
         return int(round((float(frame.time) - self.start_time) * self.fps))
 
@@ -197,8 +221,11 @@ class PyAVReader:
         k = 0
         while k < len(wanted):
             target = wanted[k]
-            if self._frames is None or target < self._next or target - self._next > self.seek_gap:
-                if self._frames is None and target == 0:
+            far = target - self._next > self.seek_gap and not self.output_order
+            if self._frames is None or target < self._next or far:
+                if self.output_order or (self._frames is None and target == 0):
+                    if self._frames is not None or self._counter:
+                        self.container.seek(0, stream=self.stream, backward=True, any_frame=False)
                     self._frames = self.container.decode(self.stream)
                     self._next = 0
                     self._counter = 0
