@@ -63,7 +63,7 @@ def main() -> int:
     if args.small:
         overrides += ["model.arch=vit_tiny", "model.out_dim=1024", "aug.precrop_size=96", "aug.global_crop_size=64",
                       "aug.local_crop_size=32", "aug.local_crops_number=2", "data.frames_per_clip=4", "data.frame_stride=8",
-                      "engine.accelerator=cpu"]
+                      "engine.accelerator=cpu", "engine.precision=null"]
     else:
         overrides += ["engine.precision=bf16-mixed"]
     cfg = load_config("dora-vits16-wtours", overrides)
