@@ -13,7 +13,6 @@ so on real footage it measures transfer from that footage to the sample's object
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from vidssl.data.sample import cache_dir
-    from vidssl.eval.learned import diagnostics_at_end
+    from vidssl.eval.learned import diagnostics_at_end, random_init_scores
     from vidssl.eval.sample_bench import ground_truth_dir, score_encoder, write_ground_truth
     from vidssl.hub import arch_of, load_encoder
 
@@ -56,7 +55,6 @@ def main() -> int:
     write_ground_truth(truth)
     root = args.out or Path(tempfile.mkdtemp(prefix="vidssl-learning-"))
     rows = []
-    arch_name = None
     for method in args.methods:
         run_dir = root / method
         t0 = time.perf_counter()
@@ -64,17 +62,15 @@ def main() -> int:
         teacher = load_encoder(run_dir)
         rows.append({"model": f"{method} ({result['step']} steps, {time.perf_counter() - t0:.0f} s)",
                      **score_encoder(teacher, truth), **diagnostics_at_end(run_dir / "metrics.jsonl")})
-        arch, patch = arch_of(teacher)
-        arch_name = f"{arch}_patch{patch}_224"
-    rand = [score_encoder(load_encoder(f"random:{arch_name}", seed=s), truth) for s in range(args.seeds)]
-    spread = {k: (statistics.fmean(r[k] for r in rand), statistics.pstdev(r[k] for r in rand)) for k in rand[0]}
+    rand = random_init_scores(*arch_of(teacher), truth, args.seeds)
+    mean, sd = rand["random_mean"], rand["random_sd"]
     print(f"\nruns in {root}; scores on {truth}")
     print(f"{'model':34s} {'J&F':>7s} {'k-NN':>7s} {'loss start>end':>15s} {'H(q)':>6s} {'H(mean q)':>9s} {'KL':>6s} {'IoU':>5s}")
     for r in rows:
         print(f"{r['model']:34s} {r['J&F']:7.2f} {r['knn_top1']:7.2f} {r['loss_start']:6.2f} > {r['loss_end']:6.2f} "
               f"{r['teacher_entropy']:6.2f} {r['teacher_batch_entropy']:9.2f} {r['kl']:6.2f} {r.get('mask_iou', float('nan')):5.2f}")
     print(f"{'random init (' + str(args.seeds) + ' seeds, mean ± sd)':34s} "
-          f"{spread['J&F'][0]:5.2f}±{spread['J&F'][1]:.2f} {spread['knn_top1'][0]:5.2f}±{spread['knn_top1'][1]:.2f}")
+          f"{mean['J&F']:5.2f}±{sd['J&F']:.2f} {mean['knn_top1']:5.2f}±{sd['knn_top1']:.2f}")
     return 0
 
 

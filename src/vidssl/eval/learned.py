@@ -28,21 +28,26 @@ def diagnostics_at_end(metrics: Path) -> dict[str, float]:
     return out
 
 
+def random_init_scores(arch: str, patch: int, truth: Path, seeds: int = 3) -> dict[str, Any]:
+    """Sample scores of random init of one architecture: mean and spread over `seeds` seeds."""
+    from vidssl.eval.sample_bench import score_encoder
+    from vidssl.hub import load_encoder
+
+    rand = [score_encoder(load_encoder(f"random:{arch}_patch{patch}_224", seed=s), truth) for s in range(seeds)]
+    return {
+        "random_mean": {k: statistics.fmean(r[k] for r in rand) for k in rand[0]},
+        "random_sd": {k: statistics.pstdev(r[k] for r in rand) for k in rand[0]},
+        "random_seeds": seeds,
+    }
+
+
 def score_against_random(run_dir: Path, truth: Path, seeds: int = 3) -> dict[str, Any]:
     """The teacher's sample scores and random init's mean and spread over `seeds` seeds."""
     from vidssl.eval.sample_bench import score_encoder
     from vidssl.hub import arch_of, load_encoder
 
     teacher = load_encoder(run_dir)
-    arch, patch = arch_of(teacher)
-    trained = score_encoder(teacher, truth)
-    rand = [score_encoder(load_encoder(f"random:{arch}_patch{patch}_224", seed=s), truth) for s in range(seeds)]
-    return {
-        "trained": trained,
-        "random_mean": {k: statistics.fmean(r[k] for r in rand) for k in trained},
-        "random_sd": {k: statistics.pstdev(r[k] for r in rand) for k in trained},
-        "random_seeds": seeds,
-    }
+    return {"trained": score_encoder(teacher, truth), **random_init_scores(*arch_of(teacher), truth, seeds)}
 
 
 def learned_report(run_dir: Path, out_dim: int, truth: Path | None = None, seeds: int = 3) -> tuple[str, dict[str, Any]]:
@@ -74,7 +79,8 @@ def learned_report(run_dir: Path, out_dim: int, truth: Path | None = None, seeds
         pictures.insert(0, str(run_dir / "loss.png"))
     result["pictures"] = pictures
     if pictures:
-        lines.append(f"  pictures: {', '.join(pictures[:1] + pictures[-1:]) if len(pictures) > 2 else ', '.join(pictures)}")
+        shown = pictures if len(pictures) <= 2 else [pictures[0], pictures[-1]]  # the loss curve, the last tracks
+        lines.append(f"  pictures: {', '.join(shown)}")
     (run_dir / LEARNED_NAME).write_text(json.dumps(result, indent=1))
     lines.append(f"  all numbers: {run_dir / LEARNED_NAME}")
     return "\n".join(lines), result

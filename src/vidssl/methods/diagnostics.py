@@ -26,14 +26,16 @@ def entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return -(p * p.clamp_min(_TINY).log()).sum(dim=dim)
 
 
+def _entropy_pair(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = probs.detach().float().reshape(-1, probs.shape[-1])
+    return entropy(flat).mean(), entropy(flat.mean(dim=0))
+
+
 def teacher_entropies(probs: torch.Tensor) -> dict[str, float]:
     """probs: (..., K) teacher distributions of one step.
     teacher_entropy: mean per-sample entropy; teacher_batch_entropy: entropy of their mean."""
-    flat = probs.detach().float().reshape(-1, probs.shape[-1])
-    return {
-        "teacher_entropy": entropy(flat).mean().item(),
-        "teacher_batch_entropy": entropy(flat.mean(dim=0)).item(),
-    }
+    per_sample, batch = _entropy_pair(probs)
+    return {"teacher_entropy": per_sample.item(), "teacher_batch_entropy": batch.item()}
 
 
 def attention_entropy_per_head(cls_attention: torch.Tensor) -> torch.Tensor:
@@ -78,12 +80,13 @@ def step_diagnostics(
     student views with the same weight for every teacher target, so this is exactly the mean
     KL(q || p) over the same pairs (only DoRA's official_loss_quirks weigh targets unequally).
     """
-    out = teacher_entropies(teacher_probs)
-    out["kl"] = loss.detach().float().item() - out["teacher_entropy"]
-    out["center_norm"] = center.detach().float().norm().item()
-    for h, value in enumerate(attention_entropy_per_head(cls_attention).tolist()):
-        out[f"attn_entropy_h{h}"] = value
-    return out
+    per_sample, batch = _entropy_pair(teacher_probs)
+    named = {"teacher_entropy": per_sample, "teacher_batch_entropy": batch,
+             "kl": loss.detach().float() - per_sample, "center_norm": center.detach().float().norm()}
+    heads = attention_entropy_per_head(cls_attention)
+    named.update({f"attn_entropy_h{h}": heads[h] for h in range(len(heads))})
+    values = torch.stack(list(named.values())).tolist()  # one device sync for all of them
+    return dict(zip(named, values))
 
 
 # --------------------------------------------------------------------------- the warning

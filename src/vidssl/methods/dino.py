@@ -42,11 +42,11 @@ class DINO(Method):
         with torch.no_grad():  # the teacher's pass also gives its [CLS] attention, for the diagnostics
             seen = self.teacher["backbone"].encode_with_last_attention(torch.cat([fold_frames(v) for v in globals_]))
             teacher_out = list(self.teacher["head"](seen.cls).chunk(len(globals_)))
-            probs = self.loss.teacher_probs(torch.stack(teacher_out), info.epoch)  # before the centre moves
+            probs = self.loss.teacher_probs(torch.stack(teacher_out), info.epoch)  # (G, B*T, K)
         student_out = self.embed(self.student, globals_)
         if locals_:
             student_out += self.embed(self.student, locals_)
-        loss = self.loss.multi_view(student_out, teacher_out, info.epoch)
+        loss = self.loss.multi_view(student_out, teacher_out, info.epoch, targets=list(probs))
         logs = step_diagnostics(probs, loss, self.loss.center, seen.cls_attention)
         logs["teacher_temp"] = self.loss.teacher_temperature(info.epoch)
         return loss, logs

@@ -55,13 +55,16 @@ class DistillationLoss(nn.Module):
             dist.all_reduce(count)
         self.center.mul_(self.center_momentum).add_(total / count, alpha=1 - self.center_momentum)
 
-    def multi_view(self, student_outs: list[torch.Tensor], teacher_outs: list[torch.Tensor], epoch: int) -> torch.Tensor:
+    def multi_view(self, student_outs: list[torch.Tensor], teacher_outs: list[torch.Tensor], epoch: int,
+                   targets: list[torch.Tensor] | None = None) -> torch.Tensor:
         """DINO's loss: average CE over every (teacher view, student view) pair except the same view.
 
         Student views are ordered globals first, so student view i and teacher view i are the same
-        crop for i < len(teacher_outs). Updates the centre from all teacher views.
+        crop for i < len(teacher_outs). `targets` are `teacher_probs` of the teacher views when the
+        caller already has them. Updates the centre from all teacher views.
         """
-        targets = [self.teacher_probs(t, epoch) for t in teacher_outs]
+        if targets is None:
+            targets = [self.teacher_probs(t, epoch) for t in teacher_outs]
         total, pairs = 0.0, 0
         for iq, q in enumerate(targets):
             for v, s in enumerate(student_outs):
