@@ -184,7 +184,7 @@ def main() -> None:
             return
         modes = [("raw", None)]
         if not args.no_augment:
-            from vidssl.data.clip_views import DoRAClipViews
+            from vidssl.methods.dora_views import DoRAClipViews
 
             aug = AugConfig(local_crops_number=6, local_crop_size=112)  # the README DoRA recipe
             modes.append(("augmented (DoRA views)", DoRAClipViews(aug)))

@@ -2,7 +2,7 @@
 
 - baseline (written here, the previous `DoRAClipViews` / `MultiCropFrames`): torchvision.transforms.v2
   ops frame by frame, one ColorJitter / Grayscale / GaussianBlur pipeline per frame and view;
-- ours: `vidssl.data.clip_views.DoRAClipViews` / `vidssl.data.transforms.MultiCropFrames`: every
+- ours: `vidssl.methods.dora_views.DoRAClipViews` / `vidssl.methods.dino_views.MultiCropFrames`: every
   parameter drawn first (in torchvision's order), then each colour op on a stack of frames.
 
 Both run on the same random uint8 clip with torch.set_num_threads(1) (one loader core), alternating
@@ -26,8 +26,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from vidssl.config import AugConfig, load_config
-from vidssl.data.clip_views import DoRAClipViews
-from vidssl.data.transforms import BICUBIC, MultiCropFrames, blur_kernel_size
+from vidssl.data.transforms import BICUBIC, blur_kernel_size
+from vidssl.methods.dino_views import MultiCropFrames
+from vidssl.methods.dora_views import DoRAClipViews
 
 Views = Callable[[torch.Tensor], list[torch.Tensor]]
 

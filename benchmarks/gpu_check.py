@@ -59,7 +59,7 @@ def main() -> int:
 
     overrides = [f"data.store={str(root / 'store')!r}", f"data.batch_size={args.batch}", f"data.num_workers={args.workers}",
                  "engine.progress=false", "engine.log_every=1", "engine.checkpoint_every=100000",
-                 "engine.track_pictures_every=100000"]
+                 "method.track_pictures_every=100000"]
     if args.small:
         overrides += ["model.arch=vit_tiny", "model.out_dim=1024", "aug.precrop_size=96", "aug.global_crop_size=64",
                       "aug.local_crop_size=32", "aug.local_crops_number=2", "data.frames_per_clip=4", "data.frame_stride=8",

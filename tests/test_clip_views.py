@@ -12,11 +12,12 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from vidssl.config import AugConfig
-from vidssl.data.clip_views import DoRAClipViews
 from vidssl.data.transforms import (
-    BICUBIC, BatchedPhotometric, MultiCropFrames, blur_kernel_size, brightness_, contrast_, gaussian_blur_,
-    grayscale_, hue_, saturation_, solarize_,
+    BICUBIC, BatchedPhotometric, blur_kernel_size, brightness_, contrast_, gaussian_blur_, grayscale_, hue_,
+    saturation_, solarize_,
 )
+from vidssl.methods.dino_views import MultiCropFrames
+from vidssl.methods.dora_views import DoRAClipViews
 
 
 def make_images(n: int = 6, h: int = 20, w: int = 28) -> torch.Tensor:

@@ -6,7 +6,9 @@ from vidssl.config import Config, ConfigError, list_presets, load_config, to_dic
 
 
 def test_override_types_and_nesting():
-    cfg = load_config(None, ["optim.lr=1e-3", "data.videos=[a.mp4,b.mp4]", "engine.devices=2", "aug.local_crops_scale=[0.1,0.3]"])
+    # force_devices: the count is a type check here, not a question of how many cores this machine has
+    cfg = load_config(None, ["optim.lr=1e-3", "data.videos=[a.mp4,b.mp4]", "engine.devices=2", "engine.force_devices=true",
+                             "aug.local_crops_scale=[0.1,0.3]"])
     assert cfg.optim.lr == pytest.approx(1e-3)
     assert cfg.data.videos == ["a.mp4", "b.mp4"]
     assert cfg.engine.devices == 2

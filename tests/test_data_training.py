@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vidssl.config import DataConfig
-from vidssl.data import DecodeLimitError, build_training_data
+from vidssl.data import build_training_data
 from vidssl.data.writer import moving_frames, write_video
 
 
@@ -122,11 +122,8 @@ def test_truncated_video_skips_clips_and_stops_past_the_limit(tmp_path):
             assert int(batch["frames"].max()) < 110
     assert kept > 20 and len(skipped) > 20 and kept + len(skipped) == td.batches_per_epoch(8) * 8
     assert all(s.startswith("cut.mp4: frame ") for s in skipped)
-    cfg.max_decode_errors = 3
-    td = build_training_data(cfg, None, seed=0)
-    with pytest.raises(DecodeLimitError, match=r"more than data.max_decode_errors=3; last: cut.mp4: frame \d+"):
-        for _ in td.loader(8, 2, epoch=0):
-            pass
+    cfg.max_decode_errors = 3  # the limit is the engine's (tests/test_decode_errors.py): the loader only reports
+    assert sum(len(b["skipped"]) for b in build_training_data(cfg, None, seed=0).loader(8, 2, epoch=0)) > 3
 
 
 def test_read_clip_and_describe(videos):

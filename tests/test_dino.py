@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vidssl.config import load_config
-from vidssl.data.transforms import MultiCropFrames
+from vidssl.methods.dino_views import MultiCropFrames
 from vidssl.methods import StepInfo, build_method
 from vidssl.methods.dino_loss import DistillationLoss
 from vidssl.models import DINOHead, Encoder, create_vit

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torchvision.transforms import v2
 
 from vidssl.config import ConfigError, load_config
-from vidssl.data.clip_views import DoRAClipViews
 from vidssl.engine.optim import ema_update
 from vidssl.methods import StepInfo, build_method
 from vidssl.methods.dora import DoRA
+from vidssl.methods.dora_views import DoRAClipViews
+from vidssl.viz.callbacks import TracksPictures
 
 TINY = [
     "method.name=dora", "model.arch=vit_tiny", "model.patch_size=8", "model.out_dim=64", "model.hidden_dim=32",
@@ -110,16 +113,21 @@ def test_official_quirks_switch_changes_the_loss() -> None:
     assert losses[0] != pytest.approx(losses[1], rel=1e-4)
 
 
-def test_write_pictures_leaves_the_rng_alone(tmp_path) -> None:
+def test_tracks_pictures_leave_the_rng_alone(tmp_path) -> None:
     cfg = load_config(None, TINY)
     method = build_method(cfg).eval()
     clip = torch.randint(0, 256, (3, 48, 64, 3), dtype=torch.uint8)
+    trainer = SimpleNamespace(cfg=cfg, method=method, epoch=2, run_dir=tmp_path,
+                              data=SimpleNamespace(num_clips=1, read_clip=lambda i: clip))
     torch.manual_seed(5)
     state = torch.get_rng_state()
-    method.write_pictures(tmp_path, clip, epoch=2)
+    TracksPictures(every=2).on_epoch_end(trainer)
     assert torch.equal(state, torch.get_rng_state())
     assert (tmp_path / "tracks" / "epoch_0002.png").stat().st_size > 0
     assert (tmp_path / "tracks" / "epoch_0002.gif").stat().st_size > 0
+    trainer.epoch = 3  # not a multiple of `every`: nothing drawn
+    TracksPictures(every=2).on_epoch_end(trainer)
+    assert not (tmp_path / "tracks" / "epoch_0003.png").exists()
 
 
 def test_activation_checkpointing_gives_the_same_loss_and_gradients() -> None:

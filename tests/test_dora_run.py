@@ -12,6 +12,7 @@ from PIL import Image
 from vidssl.config import load_config
 from vidssl.data.sample import write_sample_video
 from vidssl.engine.trainer import pretrain
+from vidssl.viz.callbacks import training_pictures
 
 TINY_DORA = [
     "method.name=dora", "method.num_objects=2", "aug.global_crops_number=1",
@@ -20,7 +21,7 @@ TINY_DORA = [
     "data.frames_per_clip=3", "data.frame_stride=4", "data.batch_size=2", "data.num_workers=0",
     "optim.epochs=2", "optim.steps_per_epoch=3", "optim.warmup_epochs=0", "optim.lr=0.05", "optim.min_lr=0.0005",
     "engine.progress=false", "engine.log_every=1", "engine.accelerator=cpu", "engine.precision=32-true",
-    "engine.track_pictures_every=1", "engine.checkpoint_every=1000",
+    "method.track_pictures_every=1", "engine.checkpoint_every=1000",
 ]
 
 
@@ -34,7 +35,7 @@ def video(tmp_path_factory) -> Path:
 def test_dora_run_decreases_the_loss_and_writes_tracks_pictures(video: Path, tmp_path: Path) -> None:
     cfg = load_config(None, TINY_DORA + [f"data.videos=[{video}]"])
     run = tmp_path / "run"
-    result = pretrain(cfg, run)
+    result = pretrain(cfg, run, callbacks=training_pictures(cfg))
     assert result["step"] == 6
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows]

@@ -1,7 +1,9 @@
 """Schedules, EMA, clipping, parameter groups, checkpoint files: each against a plain formulation."""
 
 import math
+import pickle
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -78,7 +80,7 @@ def test_checkpoint_atomic_roundtrip_weights_only(tmp_path):
 def test_checkpoint_rejects_torn_and_foreign_files(tmp_path):
     torn = tmp_path / "torn.pt"
     torn.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(VidsslError, match="torn.pt is not a readable checkpoint"):
+    with pytest.raises(VidsslError, match="torn.pt: cannot be read as a PyTorch weights file"):
         ckpt.load(torn)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
@@ -86,3 +88,50 @@ def test_checkpoint_rejects_torn_and_foreign_files(tmp_path):
         ckpt.load(foreign)
     with pytest.raises(VidsslError, match="no checkpoint at"):
         ckpt.load(tmp_path / "missing")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_checkpoint_holding_code_is_refused_in_one_line(tmp_path, capsys):
+    evil = tmp_path / "checkpoint.pt"
+    evil.write_bytes(pickle.dumps({"format": ckpt.FORMAT, "x": _RunsCode()}))
+    with pytest.raises(VidsslError) as e, warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no torch warning on the way
+        ckpt.load(evil)
+    message = str(e.value)
+    assert "\n" not in message and "refused for safety" in message and str(evil) in message
+    assert "weights_only=False" not in message and "weights_only` set to `False" not in message
+    assert "this must never run" not in capsys.readouterr().out
+
+
+DISK_FULL_SCRIPT = """
+import resource, signal, sys, torch
+from pathlib import Path
+from vidssl.engine import checkpoint as ckpt
+from vidssl.io import OutputError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+try:
+    ckpt.save_atomic({"format": ckpt.FORMAT, "w": torch.zeros(1 << 20)}, Path(sys.argv[1]))
+except OutputError as e:
+    print(e)
+"""
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_line_and_leaves_nothing(tmp_path):
+    """Like a full disk: the write fails past 1 MiB; one line naming the file, no temporary file
+    left, the previous checkpoint intact."""
+    import subprocess
+    import sys
+
+    path = tmp_path / ckpt.CHECKPOINT_NAME
+    ckpt.save_atomic({"format": ckpt.FORMAT, "step": 7}, path)
+    before = path.read_bytes()
+    proc = subprocess.run([sys.executable, "-c", DISK_FULL_SCRIPT, str(path)], capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cannot write {path}:"), proc.stdout + proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ckpt.CHECKPOINT_NAME]
+    assert path.read_bytes() == before and ckpt.load(path)["step"] == 7

@@ -15,7 +15,7 @@ from PIL import Image
 
 from test_eval_fixtures import MeanColourViT, write_davis
 from vidssl.cli.main import main
-from vidssl.eval.davis import DavisParams, evaluate_davis, read_davis, working_size
+from vidssl.eval.davis import DavisParams, read_davis, segment_and_score, working_size
 from vidssl.eval.davis_metrics import boundary_f, evaluate_sequence, region_j, summarize
 from vidssl.eval.palette import davis_palette, read_label_png
 from vidssl.ops.propagation import propagate_labels
@@ -190,11 +190,11 @@ def test_colour_encoder_tracks_fixture_objects(tmp_path: Path) -> None:
     root = write_davis(tmp_path / "davis", n_frames=6)
     out = tmp_path / "masks"
     params = DavisParams(short_side=64, long_multiple=32, radius=4)
-    r = evaluate_davis(MeanColourViT(4), root, "val", out, params)
+    r = segment_and_score(MeanColourViT(4), root, "val", out, params)
     assert r["J-mean"] > 80 and r["J&F-mean"] > 75 and r["objects"] == 2
     blind = MeanColourViT(4)
     blind.scale.data.fill_(0.0)  # every patch the same feature: nothing to track by
-    assert evaluate_davis(blind, root, "val", None, params)["J&F-mean"] < r["J&F-mean"] - 20
+    assert segment_and_score(blind, root, "val", None, params)["J&F-mean"] < r["J&F-mean"] - 20
     seq = read_davis(root)[0]
     written = sorted((out / "shapes").glob("*.png"))
     assert [p.stem for p in written] == [f.stem for f in seq.frames]

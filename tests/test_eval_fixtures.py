@@ -148,7 +148,7 @@ class MeanColourViT(nn.Module):
 
 
 def test_image_folder_fixture_reads(tmp_path: Path) -> None:
-    from vidssl.eval.features import read_image_folder
+    from vidssl.eval.datasets import read_image_folder
 
     s = read_image_folder(write_image_folder(tmp_path / "train", 2, 0))
     assert s.classes == ["boxes", "disks", "stripes"]

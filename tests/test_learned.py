@@ -10,7 +10,7 @@ from PIL import Image
 
 from vidssl.data.sample import NUM_FRAMES, render_labelled
 from vidssl.eval.davis import read_davis
-from vidssl.eval.features import read_image_folder
+from vidssl.eval.datasets import read_image_folder
 from vidssl.eval.learned import LEARNED_NAME
 from vidssl.eval.palette import read_label_png
 from vidssl.eval.sample_bench import SEQUENCE_LENGTH, write_ground_truth

@@ -106,6 +106,49 @@ def test_killed_run_resumes_exactly(video, tmp_path):
     assert steps == list(range(1, 8))  # one log, no duplicated steps
 
 
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_checkpoints_and_says_how_to_resume(sig, code, video, tmp_path):
+    """SLURM's SIGTERM (or Ctrl-C) ends the step, saves, exits 128+signal with a last line that
+    says where it stopped and how to go on, never "done"."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "vidssl", "pretrain", "default", "--video", str(video), "--out",
+                             str(out), *TINY_RUN, "optim.epochs=100"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.stat().st_size) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == code, stderr[-2000:]
+    step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    assert stdout.strip().splitlines()[-1] == (
+        f"stopped at step {step}; checkpoint saved; resume with: vidssl pretrain --out {out} --resume")
+    assert "done" not in stdout
+
+
+def test_video_paths_are_taken_as_given(video, tmp_path):
+    """Backslashes and both quote characters in a file name reach the reader untouched."""
+    odd = tmp_path / "it's a \\ \"walk\".mp4"
+    odd.write_bytes(video.read_bytes())
+    out = tmp_path / "run"
+    vidssl("pretrain", "default", "--video", str(odd), "--out", str(out), "--steps", "1", *TINY_RUN)
+    assert load_config(str(out / "config.yaml")).data.videos == [str(odd)]
+
+
+def test_steps_per_epoch_capped_in_the_default_and_named_elsewhere(video, tmp_path):
+    """The default preset trains on a short video (one pass per epoch, said at the start);
+    without the cap the error names the value that fits."""
+    short = ["optim.steps_per_epoch=1000", f"data.videos=[{video}]"]
+    trainer = Trainer(load_config("default", [*TINY_RUN, *short]), tmp_path / "capped")
+    trainer._build()
+    available = trainer.data.batches_per_epoch(4)
+    assert 1 <= available < 1000 and trainer.steps_per_epoch == available and trainer.capped
+    trainer = Trainer(load_config("default", [*TINY_RUN, *short, "optim.cap_steps_per_epoch=false"]), tmp_path / "strict")
+    with pytest.raises(VidsslError, match=rf"set optim.steps_per_epoch={available} or less"):
+        trainer._build()
+
+
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(video, tmp_path, monkeypatch):
     cfg = load_config("default", [*TINY_RUN, f"data.videos=[{video}]", "engine.checkpoint_every=1"])
     trainer = Trainer(cfg, tmp_path / "nan")
@@ -136,6 +179,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(video, tmp_path, monkey
         (None, ["optim.lr=abc"], "optim.lr: expected a number"),
         (None, ["model.patch_size=16", "aug.global_crop_size=40"], "not divisible by model.patch_size=16"),
         (None, ["--out", "{tmp}/nothing", "--resume"], "no run in"),
+        ("out_file", ["--out", "{path}"], "{path}: it is an existing file, not a folder"),
     ],
 )
 def test_bad_input_is_a_one_line_error(make, args, message, tmp_path, video):
@@ -146,8 +190,11 @@ def test_bad_input_is_a_one_line_error(make, args, message, tmp_path, video):
         path.write_bytes(b"")
     elif make == "short":
         path = video
+    elif make == "out_file":
+        path = tmp_path / "run.txt"
+        path.write_text("a file where the run directory should go\n")
     args = [a.format(path=path, tmp=tmp_path) for a in args]
-    out = [] if "--resume" in args else ["--out", str(tmp_path / "run")]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "run")]
     proc = vidssl("pretrain", *args, *out,
                   *(TINY_RUN if make else []), check=False, env={**os.environ, "VIDSSL_CACHE": str(tmp_path)})
     assert proc.returncode == 2, proc.stderr[-2000:]

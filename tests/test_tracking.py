@@ -10,7 +10,6 @@ import torch
 from vidssl.models import Encoder, create_vit
 from vidssl.ops.tracking import (
     binarize,
-    capture_attention_output,
     choose_heads,
     mask_frames,
     track,
@@ -156,15 +155,14 @@ def test_track_clips_on_a_vit_folds_frames_and_reads_the_right_tensors() -> None
         torch.testing.assert_close(tracks.attention[b : b + 1], ref.attention, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(cls[b], out.cls, rtol=1e-4, atol=1e-5)
     # the paper's Z~ = attention output A V of the last block (heads concatenated), not the final tokens
-    with capture_attention_output(enc) as captured:
-        out = enc.encode_with_last_attention(frames[0])
+    out = enc.encode_with_last_attention(frames[0])
     blk = enc.vit.blocks[-1]
     x = enc.vit.blocks[:-1](enc._embed(frames[0]))
     qkv = blk.attn.qkv(blk.norm1(x)).reshape(3, -1, 3, 3, 64).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
     a = torch.softmax(q @ k.transpose(-2, -1) / 8.0, dim=-1)
     av = (a @ v).transpose(1, 2).flatten(2)  # (T, L, D)
-    torch.testing.assert_close(captured[0], av, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.attention_output, av[:, 1:], rtol=1e-4, atol=1e-4)
     tracks_av, _ = track_clips(enc, frames[:1], k=2, features="attention_output", heads=heads)
     z = av[0:1, 1:]
     assert not torch.allclose(tracks_av.refined, tracks.refined[:1])

@@ -9,6 +9,8 @@ of the wrong type are errors that name the key and list the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +19,19 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from vidssl.errors import VidsslError
+from vidssl.registry import ARCHS, METHOD_NAMES, PATCH_SIZES
 
 PRESET_DIR = Path(__file__).parent / "configs"
 RUN_CONFIG_NAME = "config.yaml"  # the resolved config in every run directory
+
+# What Lightning Fabric accepts (lightning.fabric.plugins.precision.precision._PRECISION_INPUT_STR
+# and its aliases), listed here so that `vidssl config` checks it without importing Lightning.
+FABRIC_PRECISIONS: tuple[str, ...] = (
+    "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true",
+    "transformer-engine", "transformer-engine-float16",
+    "32", "16", "bf16", "64",  # Fabric's aliases of 32-true, 16-mixed, bf16-mixed, 64-true
+)
+FABRIC_ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "cuda", "gpu", "mps", "tpu")
 
 
 class ConfigError(VidsslError, ValueError):
@@ -28,8 +40,8 @@ class ConfigError(VidsslError, ValueError):
 
 @dataclass
 class ModelConfig:
-    arch: Literal["vit_tiny", "vit_small", "vit_base"] = "vit_small"
-    patch_size: Literal[8, 16] = 16
+    arch: Literal[ARCHS] = "vit_small"  # type: ignore[valid-type]
+    patch_size: Literal[PATCH_SIZES] = 16  # type: ignore[valid-type]
     drop_path: float = 0.1  # student only; the teacher has none
     grad_checkpointing: bool = False  # student blocks recompute activations in backward: less memory, ~1/3 more compute
     # DINO projection head
@@ -71,7 +83,7 @@ class AugConfig:
 
 @dataclass
 class MethodConfig:
-    name: Literal["dino", "dora"] = "dino"
+    name: Literal[METHOD_NAMES] = "dino"  # type: ignore[valid-type]
     student_temp: float = 0.1
     teacher_temp: float = 0.04
     warmup_teacher_temp: float = 0.04
@@ -86,12 +98,14 @@ class MethodConfig:
     # attention output, or the official code's final-norm patch tokens
     track_features: Literal["attention_output", "final_tokens"] = "attention_output"
     official_loss_quirks: bool = False  # SPEC 1.9 D11+D12, for parity with released checkpoints
+    track_pictures_every: int = 1  # DoRA: epochs between the teacher's tracks pictures in the run dir; 0: none
 
 
 @dataclass
 class OptimConfig:
     epochs: int = 100
     steps_per_epoch: int | None = None  # None: one pass over every clip start
+    cap_steps_per_epoch: bool = False  # true: steps_per_epoch is a ceiling, lowered to one pass over shorter data
     lr: float = 0.0005  # at a total batch of 256; scaled linearly with the real total batch
     min_lr: float = 1e-6
     warmup_epochs: int = 10
@@ -104,17 +118,20 @@ class OptimConfig:
 
 @dataclass
 class EngineConfig:
-    accelerator: str = "auto"
+    accelerator: str = "auto"  # one of FABRIC_ACCELERATORS
+    # processes per node: a count, "auto", or on GPUs -1 (every GPU) or indices such as "0,1"
     devices: Union[int, str] = "auto"
+    # true: skip the check of engine.devices against this machine (more CPU processes than cores,
+    # or a GPU count prepared on a machine without those GPUs); the run may then be slow or fail in Fabric
+    force_devices: bool = False
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str | None = None  # None: chosen by the engine for the hardware (resolve_precision)
+    precision: str | None = None  # one of FABRIC_PRECISIONS; None: chosen by the engine for the hardware (resolve_precision)
     seed: int = 0
     deterministic: bool = False
-    max_steps: int | None = None  # stop after this many optimizer steps (a time budget, not a schedule)
+    max_steps: int | None = None  # stop after this many optimizer steps in total (`--steps`; schedules still span the run)
     checkpoint_every: int = 500  # optimizer steps
     log_every: int = 10
-    track_pictures_every: int = 1  # epochs between tracks pictures (DoRA)
     progress: bool = True
 
 
@@ -154,6 +171,10 @@ def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if tp is type(None):
+        return "null"
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
@@ -225,6 +246,8 @@ def _set(cfg: Any, dotted: str, value: Any) -> None:
                 for k, v in value.items():
                     _set(cfg, f"{dotted}.{k}", v)
             else:
+                if dotted == "engine.precision" and value in (16, 32, 64) and not isinstance(value, bool):
+                    value = str(int(value))  # Fabric's integer precisions, e.g. engine.precision=32
                 setattr(node, part, _coerce(dotted, value, tp))
         else:
             if not _is_section(tp):
@@ -269,9 +292,13 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def resolve_preset_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
+def resolve_preset_path(name_or_path: str, relative_to: Path | None = None) -> Path:
+    """A preset name, or a YAML file; a relative file is taken against `relative_to` (the folder of
+    the YAML file that names it as its `base:`) when given, else against the working directory."""
+    path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml"):
+        if relative_to is not None and not path.is_absolute():
+            path = relative_to / path
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         return path
@@ -281,28 +308,69 @@ def resolve_preset_path(name_or_path: str) -> Path:
     return preset
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
+    """The YAML mapping in `path`; unreadable, non-UTF-8 or invalid YAML is one line:
+    `<file>: line N: <problem>`."""
+    path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    return values
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); save the file as UTF-8"
+        ) from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = _one_line(e.problem or e.context or type(e).__name__)
+        if e.context and e.problem and e.context_mark is not None:
+            problem += f" ({_one_line(e.context)} at line {e.context_mark.line + 1})"
+        raise ConfigError(f"{path}: {where}not valid YAML: {problem}") from None
+    except yaml.YAMLError as e:  # e.g. a control character the YAML reader refuses
+        line = getattr(e, "position", None)
+        where = f"line {text.count(chr(10), 0, line) + 1}: " if isinstance(line, int) else ""
+        reason = getattr(e, "reason", None) or str(e)
+        raise ConfigError(f"{path}: {where}not valid YAML: {_one_line(reason)}") from None
+    return values if values is not None else {}
+
+
+def _apply_file(cfg: Config, name_or_path: str, chain: tuple[Path, ...] = (), relative_to: Path | None = None) -> None:
+    """Apply a preset or YAML file to `cfg`, its `base:` first. `chain` is the files that led here
+    (each naming the next as its base), to report a cycle instead of recursing forever."""
+    path = resolve_preset_path(name_or_path, relative_to)
+    if path.resolve() in {p.resolve() for p in chain}:
+        raise ConfigError(f"{chain[0]}: base: cycle {' -> '.join(str(p) for p in (*chain, path))}")
+    values = load_yaml(path)
+    base = values.pop("base", None) if isinstance(values, dict) else None
+    if base is not None and base != "":
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base: expected a preset name or a YAML file, got {base!r}")
+        _apply_file(cfg, base, (*chain, path), relative_to=path.parent)
+    apply_dict(cfg, values, source=str(path))
 
 
 def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults <- preset or YAML file (which may name a `base:` preset) <- overrides."""
+    """Defaults <- preset or YAML file (which may name a `base:` preset or YAML file, relative to
+    its own folder) <- overrides; then checked, including engine.devices against this machine."""
     cfg = Config()
     if preset:
-        path = resolve_preset_path(preset)
-        values = load_yaml(path)
-        base = values.pop("base", None) if isinstance(values, dict) else None
-        if base:
-            cfg = load_config(base)
-        apply_dict(cfg, values, source=str(path))
+        _apply_file(cfg, preset)
     for text in overrides:
         key, value = parse_override(text)
         _set(cfg, key, value)
     validate(cfg)
+    check_devices(cfg)
     return cfg
 
 
@@ -316,16 +384,25 @@ def validate(cfg: Config) -> None:
                 f"aug.{name}={size} is not divisible by model.patch_size={m.patch_size}; "
                 f"use a multiple of {m.patch_size}"
             )
-    positive = {
-        "data.frames_per_clip": cfg.data.frames_per_clip,
-        "data.frame_stride": cfg.data.frame_stride,
-        "data.batch_size": cfg.data.batch_size,
-        "optim.epochs": cfg.optim.epochs,
-        "engine.checkpoint_every": cfg.engine.checkpoint_every,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} must be at least 1, got {value}")
+    for key, low in _AT_LEAST.items():
+        value = _get(cfg, key)
+        if value is not None and not value >= low:  # `not >=`: NaN fails too
+            raise ConfigError(f"{key} must be at least {low}, got {value}")
+    for key in _ABOVE_ZERO:
+        value = _get(cfg, key)
+        if not value > 0:
+            raise ConfigError(f"{key} must be greater than 0, got {value}")
+    for key in _FINITE:
+        value = _get(cfg, key)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+    if not 0 <= m.drop_path < 1:
+        raise ConfigError(f"model.drop_path must be in [0, 1), got {m.drop_path}")
+    for name in ("precrop_scale", "global_crops_scale", "local_crops_scale"):
+        low, high = getattr(a, name)
+        if not 0 < low <= high <= 1:
+            raise ConfigError(f"aug.{name}={[low, high]} must be two fractions of the area with 0 < min <= max <= 1")
+    _check_engine(cfg.engine)
     if cfg.data.store and cfg.data.videos:
         raise ConfigError(
             f"data.store={cfg.data.store!r} and data.videos={cfg.data.videos!r} are both set; "
@@ -333,6 +410,110 @@ def validate(cfg: Config) -> None:
         )
     if cfg.method.name == "dora" and a.global_crops_number != 1:
         raise ConfigError("method.name=dora uses one global clip: set aug.global_crops_number=1")
+
+
+# Sizes and counts: key -> smallest valid value (None, where the field allows it, is not checked).
+_AT_LEAST: dict[str, int | float] = {
+    "model.out_dim": 1, "model.hidden_dim": 1, "model.bottleneck_dim": 1, "model.head_layers": 1,
+    "data.frames_per_clip": 1, "data.frame_stride": 1, "data.batch_size": 1, "data.num_workers": 0,
+    "data.max_decode_errors": 0, "data.video_short_side": 1, "data.stream_window": 1,
+    "aug.precrop_size": 1, "aug.global_crop_size": 1, "aug.global_crops_number": 1,
+    "aug.local_crops_number": 0, "aug.local_crop_size": 1,
+    "method.warmup_teacher_temp_epochs": 0, "method.num_objects": 1, "method.track_pictures_every": 0,
+    "optim.epochs": 1, "optim.steps_per_epoch": 1, "optim.warmup_epochs": 0, "optim.freeze_last_layer": 0,
+    "optim.lr": 0, "optim.min_lr": 0, "optim.clip_grad": 0,
+    "engine.num_nodes": 1, "engine.max_steps": 1, "engine.checkpoint_every": 1, "engine.log_every": 1,
+}
+_ABOVE_ZERO = ("method.student_temp", "method.teacher_temp", "method.warmup_teacher_temp", "method.sinkhorn_eps")
+_FINITE = ("optim.lr", "optim.min_lr", "optim.weight_decay", "optim.weight_decay_end", "optim.momentum_teacher",
+           "optim.clip_grad", "method.center_momentum")
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    section, name = dotted.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def _gpu_indices(devices: str) -> list[int] | None:
+    """'0,1' / '0,' -> [0, 1] / [0] (Fabric's GPU index strings); anything else None."""
+    parts = [p.strip() for p in devices.split(",")]
+    if "," not in devices or not any(parts):
+        return None
+    if not all(p.isdigit() for p in parts if p):
+        return None
+    return [int(p) for p in parts if p]
+
+
+def _as_count(devices: int | str) -> int | str:
+    """'2' / '-1' (a quoted count in YAML) -> 2 / -1, as Fabric reads them; anything else unchanged."""
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        return int(devices)
+    return devices
+
+
+def _check_engine(e: EngineConfig) -> None:
+    """engine.* values Fabric would reject at start-up with a traceback, checked without Lightning."""
+    if e.accelerator not in FABRIC_ACCELERATORS:
+        raise ConfigError(f"engine.accelerator: {e.accelerator!r} is not allowed; valid values: {', '.join(FABRIC_ACCELERATORS)}")
+    if e.precision is not None and e.precision not in FABRIC_PRECISIONS:
+        raise ConfigError(f"engine.precision: {e.precision!r} is not allowed; valid values: {', '.join(FABRIC_PRECISIONS)} or null (chosen for the hardware)")
+    d = _as_count(e.devices)
+    if isinstance(d, int):
+        if d < 1 and d != -1:
+            raise ConfigError(f"engine.devices must be at least 1 (or -1: every GPU, or auto), got {d}")
+    elif d != "auto" and _gpu_indices(d) is None:
+        raise ConfigError(
+            f"engine.devices: {d!r} is not a device count; use auto, a number of processes (1, 2, ...), "
+            "-1 (every GPU) or GPU indices such as '0,1'"
+        )
+
+
+def _cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may run on (containers, taskset)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_devices(cfg: Config) -> None:
+    """engine.devices against what this machine offers: on the CPU at most one process per core, on
+    CUDA at most the visible GPUs. `engine.force_devices=true` skips this check. Torch is imported
+    only when the answer depends on CUDA."""
+    e = cfg.engine
+    if e.force_devices or e.accelerator in ("mps", "tpu"):
+        return
+    d = _as_count(e.devices)
+    on_gpu: bool | None = {"cpu": False, "cuda": True, "gpu": True}.get(e.accelerator)
+    if on_gpu is False and d in ("auto", 1):
+        return
+    if on_gpu is None and d in ("auto", 1):  # auto on auto: Fabric takes what there is
+        return
+    import torch
+
+    gpus = torch.cuda.device_count()  # NVML-based where it can be: does not initialise CUDA
+    if on_gpu is None:
+        if gpus == 0 and torch.backends.mps.is_available():
+            return
+        on_gpu = gpus > 0
+    force = "set engine.force_devices=true to start it anyway"
+    if on_gpu:
+        if gpus == 0:
+            raise ConfigError(f"engine.accelerator={e.accelerator} but no CUDA device is visible; use engine.accelerator=cpu, or {force}")
+        wanted = _gpu_indices(d) if isinstance(d, str) and d != "auto" else None
+        if wanted is not None and max(wanted) >= gpus:
+            raise ConfigError(f"engine.devices={d!r} names GPU {max(wanted)}, but {gpus} CUDA device(s) are visible (0..{gpus - 1})")
+        if isinstance(d, int) and d > gpus:
+            raise ConfigError(f"engine.devices={d} but {gpus} CUDA device(s) are visible; use engine.devices={gpus} or fewer, or {force}")
+        return
+    where = "engine.accelerator=cpu" if e.accelerator == "cpu" else "engine.accelerator=auto and no CUDA device"
+    if not isinstance(d, int) or d < 1:
+        raise ConfigError(f"engine.devices={d!r} selects GPUs, but the run is on the CPU ({where}); use a number of processes such as 1")
+    cores = _cpu_cores()
+    if d > cores:
+        raise ConfigError(
+            f"engine.devices={d} starts {d} training processes on the CPU ({where}), but this machine has "
+            f"{cores} CPU core(s); use engine.devices={cores} or fewer, or {force}"
+        )
 
 
 def to_dict(obj: Any) -> Any:
@@ -357,6 +538,6 @@ def to_yaml(cfg: Config) -> str:
 
 __all__ = [
     "AugConfig", "Config", "ConfigError", "DataConfig", "EngineConfig", "MethodConfig",
-    "ModelConfig", "OptimConfig", "from_dict", "list_presets", "load_config", "to_dict",
+    "ModelConfig", "OptimConfig", "FABRIC_PRECISIONS", "check_devices", "from_dict", "list_presets", "load_config", "to_dict",
     "to_yaml", "valid_keys",
 ]

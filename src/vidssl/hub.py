@@ -22,14 +22,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from vidssl.engine.checkpoint import CHECKPOINT_NAME, torch_load_safely
+from vidssl.engine.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from vidssl.errors import VidsslError
+from vidssl.io import atomic_write
 from vidssl.models import create_vit, timm_model_name
-from vidssl.models.vit import ARCHS
+from vidssl.registry import ARCH_EMBED_DIMS, ARCHS, PATCH_SIZES
 
 EXPORT_FORMAT = "vidssl-encoder/1"
-CHECKPOINT_FORMAT = "vidssl-checkpoint/1"
-EMBED_DIM_TO_ARCH = {192: "vit_tiny", 384: "vit_small", 768: "vit_base"}
-_RANDOM_NAME = re.compile(r"^(vit_tiny|vit_small|vit_base)_patch(8|16)_224$")
+EMBED_DIM_TO_ARCH = {dim: arch for arch, dim in ARCH_EMBED_DIMS.items()}
+_ARCH = "|".join(ARCHS)
+_RANDOM_NAME = re.compile(rf"^({_ARCH})_patch({'|'.join(map(str, PATCH_SIZES))})_224$")
 
 
 class WeightsError(VidsslError):
@@ -43,7 +46,7 @@ def parse_model_name(name: str) -> tuple[str, int]:
     """'vit_small_patch16_224' -> ('vit_small', 16); anything else is an error naming the valid ones."""
     m = _RANDOM_NAME.match(name)
     if not m:
-        valid = ", ".join(f"{a}_patch{p}_224" for a in ARCHS for p in (8, 16))
+        valid = ", ".join(f"{a}_patch{p}_224" for a in ARCHS for p in PATCH_SIZES)
         raise WeightsError(f"unknown model name '{name}'; valid: {valid}")
     return m.group(1), int(m.group(2))
 
@@ -67,8 +70,8 @@ def infer_arch(state: dict[str, torch.Tensor], source: str) -> tuple[str, int]:
     dim, patch = int(w.shape[0]), int(w.shape[-1])
     if dim not in EMBED_DIM_TO_ARCH:
         raise WeightsError(f"{source}: embedding dim {dim} is not one of {sorted(EMBED_DIM_TO_ARCH)} (tiny/small/base)")
-    if patch not in (8, 16):
-        raise WeightsError(f"{source}: patch size {patch} is not 8 or 16")
+    if patch not in PATCH_SIZES:
+        raise WeightsError(f"{source}: patch size {patch} is not one of {PATCH_SIZES}")
     return EMBED_DIM_TO_ARCH[dim], patch
 
 
@@ -102,13 +105,11 @@ def _empty_vit(arch: str, patch: int) -> nn.Module:
 
 
 def _torch_load(path: Path) -> Any:
-    """torch.load with weights_only=True; argparse.Namespace (in official DINO/DoRA checkpoints) allowed."""
+    """A safe torch.load; argparse.Namespace (in official DINO/DoRA checkpoints) allowed."""
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is a user error here
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path}: cannot be read as a PyTorch weights file ({msg})") from None
+        return torch_load_safely(path, allow=(argparse.Namespace,))
+    except VidsslError as e:
+        raise WeightsError(str(e)) from None
 
 
 def _strip(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -186,12 +187,14 @@ def _from_safetensors(path: Path) -> nn.Module:
         return _from_state_dict(state, str(path))
     try:
         patch = int(meta["patch_size"])
-        m = re.match(r"^(vit_tiny|vit_small|vit_base)_patch\d+_224$", meta["timm_model"])
+        if patch not in PATCH_SIZES:
+            raise ValueError(f"patch_size {meta['patch_size']!r} is not one of {PATCH_SIZES}")
+        m = re.match(rf"^({_ARCH})_patch\d+_224$", meta["timm_model"])
         if m is None:
-            raise ValueError(f"timm_model '{meta['timm_model']}' is not a vit_tiny/small/base name")
+            raise ValueError(f"timm_model '{meta['timm_model']}' is not one of {', '.join(ARCHS)}")
         arch = m.group(1)
     except (KeyError, ValueError) as e:
-        raise WeightsError(f"{path}: bad export metadata {meta} ({e})") from None
+        raise WeightsError(f"{path}: bad export metadata ({e})") from None
     return _load_strict(_empty_vit(arch, patch), state, str(path))
 
 
@@ -212,9 +215,9 @@ def load_encoder(weights: str | Path, *, checkpoint_key: str = "teacher", seed: 
     if not path.exists():
         raise WeightsError(f"weights not found: {path} (expected a file, a run directory, or random:MODEL_NAME)")
     if path.is_dir():
-        ckpt_path = path / "checkpoint.pt"
+        ckpt_path = path / CHECKPOINT_NAME
         if not ckpt_path.is_file():
-            raise WeightsError(f"{path}: a directory without checkpoint.pt is not a vidssl run directory")
+            raise WeightsError(f"{path}: a directory without {CHECKPOINT_NAME} is not a vidssl run directory")
         path = ckpt_path
     if path.suffix == ".safetensors":
         return _from_safetensors(path).eval()
@@ -246,7 +249,7 @@ def describe_weights(weights: str | Path, checkpoint_key: str = "teacher", seed:
         return f"{text}|seed={seed}"
     path = Path(text).expanduser().resolve()
     if path.is_dir():
-        path = path / "checkpoint.pt"
+        path = path / CHECKPOINT_NAME
     st = path.stat()
     return f"{path}|{st.st_size}|{st.st_mtime_ns}|{checkpoint_key}"
 
@@ -275,7 +278,6 @@ def export_encoder(source: str | Path | nn.Module, out_path: str | Path, *, chec
 
     if name not in timm.list_models():  # vit_tiny/8: registered under the /16 name + patch_size
         name = timm_model_name(arch, 16)
-    out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {
         "format": EXPORT_FORMAT,
@@ -286,10 +288,7 @@ def export_encoder(source: str | Path | nn.Module, out_path: str | Path, *, chec
         "embed_dim": str(model.embed_dim),
         "source": origin,
     }
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(out)
-    return out
+    return atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
 __all__ = ["WeightsError", "arch_of", "describe_weights", "export_encoder", "infer_arch", "load_encoder", "parse_model_name"]

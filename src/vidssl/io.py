@@ -23,6 +23,7 @@ class OutputError(VidsslError):
 _ADVICE = {
     errno.ENOSPC: "no space left on the device; free space or write elsewhere",
     errno.EDQUOT: "disk quota exceeded; free space or write elsewhere",
+    errno.EFBIG: "the file is larger than this system allows here (file size limit); write elsewhere",
     errno.EROFS: "the file system is read-only; choose a writable output folder",
     errno.EACCES: "permission denied; choose a writable output folder",
     errno.EPERM: "permission denied; choose a writable output folder",
@@ -38,7 +39,11 @@ def output_error(path: Path | str, e: BaseException) -> OutputError:
     if code in _ADVICE:
         return OutputError(f"cannot write {path}: {_ADVICE[code]}")
     # torch.save / safetensors report a failed write as RuntimeError; say how full the disk is.
-    detail = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+    text = str(e).strip()
+    if "inline_container" in text or "PytorchStreamWriter" in text:  # torch hides the OSError
+        detail = "the write failed part way (disk full, or a file size limit)"
+    else:
+        detail = text.splitlines()[-1][:200] if text else type(e).__name__
     try:
         free = shutil.disk_usage(Path(path).parent if Path(path).parent.exists() else ".").free
         detail += f"; {free / 2**20:.0f} MiB free there"
@@ -59,6 +64,12 @@ def ensure_dir(path: Path | str) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path next to `path`; when the body returns, the file is fsynced and renamed
@@ -69,6 +80,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     try:
         # keep the suffix: PIL, PyAV and matplotlib choose the format from it
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.close(fd)
     except OSError as e:
         raise output_error(path, e) from None
@@ -111,4 +123,12 @@ def write_json(path: Path | str, obj: Any, indent: int | None = 1) -> Path:
     return write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
-__all__ = ["OutputError", "atomic_open", "atomic_path", "atomic_write", "ensure_dir", "output_error", "write_json", "write_text"]
+def write_npy(path: Path | str, array: Any) -> Path:
+    import numpy as np
+
+    with atomic_open(path, "wb") as f:
+        np.save(f, array)
+    return Path(path)
+
+
+__all__ = ["OutputError", "atomic_open", "atomic_path", "atomic_write", "ensure_dir", "output_error", "write_json", "write_npy", "write_text"]

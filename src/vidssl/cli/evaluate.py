@@ -1,19 +1,13 @@
 """`vidssl eval knn|linear|davis|unsup-seg`: evaluate any encoder load_encoder accepts.
 
-Each command loads the weights strictly, computes (and caches) features, prints its
-headline metrics as the last line and writes everything as JSON with `--json FILE`.
+Each command parses its options, calls the library's `vidssl.eval.evaluate_*` (which loads the
+weights strictly, computes and caches features and returns a plain dict), prints the headline
+metrics as the last line and writes the dict as JSON with `--json FILE`. Warnings are one line each.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-from vidssl.errors import VidsslError
-
-if TYPE_CHECKING:
-    import torch
 
 
 def _common(p: argparse.ArgumentParser, cache: bool = True) -> None:
@@ -101,63 +95,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_unsup_seg)
 
 
-# --------------------------------------------------------------------------- shared
-
-
-def _load(args: argparse.Namespace):
-    from vidssl.eval.features import resolve_device
-    from vidssl.hub import describe_weights, load_encoder
-
-    vit = load_encoder(args.weights, checkpoint_key=args.checkpoint_key, seed=args.seed)
-    vit.to(resolve_device(args.device))
-    return vit, describe_weights(args.weights, args.checkpoint_key, args.seed)
-
-
-def _cache(args: argparse.Namespace):
-    from vidssl.eval.features import FeatureCache, default_cache_dir
-
-    if args.no_cache:
-        return FeatureCache(None)
-    return FeatureCache(Path(args.cache_dir) / "features" if args.cache_dir else default_cache_dir())
-
-
-def _check_patch(vit, size: int, option: str) -> None:
-    patch = vit.patch_embed.patch_size[0]
-    if size % patch:
-        raise VidsslError(f"{option} {size} is not a multiple of the patch size {patch}")
-
-
-def _classes(args: argparse.Namespace):
-    from vidssl.eval.features import read_image_folder
-
-    train, val = read_image_folder(args.train), read_image_folder(args.val)
-    if train.classes != val.classes:
-        raise VidsslError(f"{args.val}: classes {val.classes} differ from {args.train}: {train.classes}")
-    return train, val
-
-
 # --------------------------------------------------------------------------- commands
+# Each command passes its options to the library's evaluate_* and prints / writes what it returns.
+
+
+def _encoder(args: argparse.Namespace) -> dict:
+    return dict(checkpoint_key=args.checkpoint_key, seed=args.seed, device=args.device)
+
+
+def _cached(args: argparse.Namespace) -> dict:
+    return dict(batch_size=args.batch_size, num_workers=args.num_workers, cache=not args.no_cache,
+                cache_dir=args.cache_dir)
 
 
 def run_knn(args: argparse.Namespace) -> int:
-    from vidssl.eval.features import cached_image_features, cls_features, eval_transform
-    from vidssl.eval.knn import knn_evaluate
-    from vidssl.eval.report import finish
+    from vidssl.eval.knn import evaluate_knn
+    from vidssl.eval.report import finish, one_line_warnings
 
-    if any(k < 1 for k in args.k) or args.temperature <= 0:
-        raise VidsslError("--k values must be >= 1 and --temperature > 0")
-    train, val = _classes(args)
-    vit, wid = _load(args)
-    _check_patch(vit, args.image_size, "--image-size")
-    cache, tf = _cache(args), eval_transform(args.image_size)
-    tid = f"dino-eval-{args.image_size}"
-    common = dict(batch_size=args.batch_size, num_workers=args.num_workers)
-    ftr = cached_image_features(vit, wid, [p for p, _ in train.items], tf, tid, cls_features, "cls", cache, desc="train features", **common)
-    fva = cached_image_features(vit, wid, [p for p, _ in val.items], tf, tid, cls_features, "cls", cache, desc="val features", **common)
-    metrics = knn_evaluate(ftr, train.labels, fva, val.labels, args.k, args.temperature, len(train.classes))
-    result = {"eval": "knn", "weights": args.weights, "train": str(args.train), "val": str(args.val),
-              "temperature": args.temperature, "image_size": args.image_size,
-              "n_train": len(train.items), "n_val": len(val.items), "metrics": metrics}
+    with one_line_warnings():
+        result = evaluate_knn(args.weights, args.train, args.val, k=args.k, temperature=args.temperature,
+                              image_size=args.image_size, **_cached(args), **_encoder(args))
+    metrics = result["metrics"]
     main_k = 20 if 20 in args.k else args.k[0]
     parts = " ".join(f"top1@{k}={metrics[f'top1@{k}']:.2f}" for k in args.k)
     finish(result, f"knn {args.weights}: top1@{main_k}={metrics[f'top1@{main_k}']:.2f} "
@@ -166,118 +124,54 @@ def run_knn(args: argparse.Namespace) -> int:
 
 
 def run_linear(args: argparse.Namespace) -> int:
-    from functools import partial
+    from vidssl.eval.linear import evaluate_linear
+    from vidssl.eval.report import finish, one_line_warnings
 
-    import torch
-    from torch.utils.data import DataLoader
-
-    from vidssl.eval.features import (ImageListDataset, cached_image_features, eval_transform,
-                                      last_blocks_features, train_transform)
-    from vidssl.eval.linear import linear_probe_full, linear_probe_on_features
-    from vidssl.eval.report import finish
-
-    if args.epochs < 1 or args.n_last_blocks < 1 or args.train_batch_size < 1:
-        raise VidsslError("--epochs, --n-last-blocks and --train-batch-size must be at least 1")
-    train, val = _classes(args)
-    vit, wid = _load(args)
-    _check_patch(vit, args.image_size, "--image-size")
-    if args.n_last_blocks > len(vit.blocks):
-        raise VidsslError(f"--n-last-blocks {args.n_last_blocks} exceeds the {len(vit.blocks)} blocks of the model")
-    cache, tf = _cache(args), eval_transform(args.image_size)
-    tid = f"dino-eval-{args.image_size}"
-    fn = partial(last_blocks_features, n_last_blocks=args.n_last_blocks, avgpool=args.avgpool)
-    fid = f"last{args.n_last_blocks}cls{'+avg' if args.avgpool else ''}"
-    common = dict(batch_size=args.batch_size, num_workers=args.num_workers)
-    fva = cached_image_features(vit, wid, [p for p, _ in val.items], tf, tid, fn, fid, cache, desc="val features", **common)
-    n_classes = len(train.classes)
-    hp = dict(epochs=args.epochs, batch_size=args.train_batch_size, base_lr=args.lr, seed=args.seed)
-    device = next(vit.parameters()).device
-    if args.mode == "fast":
-        ftr = cached_image_features(vit, wid, [p for p, _ in train.items], tf, tid, fn, fid, cache, desc="train features", **common)
-        metrics = linear_probe_on_features(ftr.to(device), train.labels.to(device), fva.to(device),
-                                           val.labels.to(device), n_classes, **hp)
-    else:
-        ds = ImageListDataset([p for p, _ in train.items], train_transform(args.image_size))
-        labels = train.labels
-
-        def loader(epoch: int):
-            g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
-            for x, i in DataLoader(ds, batch_size=args.train_batch_size, shuffle=True, generator=g,
-                                   num_workers=args.num_workers):
-                yield x.to(device), labels[i].to(device)
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(args.seed)  # the augmentations draw from the global RNG
-            metrics = linear_probe_full(lambda x: fn(vit, x).float(), loader, fva.shape[1], fva.to(device),
-                                        val.labels.to(device), n_classes, **hp)
-    result = {"eval": "linear", "mode": args.mode, "weights": args.weights, "train": str(args.train),
-              "val": str(args.val), "n_last_blocks": args.n_last_blocks, "avgpool": args.avgpool,
-              "image_size": args.image_size, "metrics": metrics}
+    with one_line_warnings():
+        result = evaluate_linear(args.weights, args.train, args.val, mode=args.mode, epochs=args.epochs, lr=args.lr,
+                                 train_batch_size=args.train_batch_size, n_last_blocks=args.n_last_blocks,
+                                 avgpool=args.avgpool, image_size=args.image_size, **_cached(args), **_encoder(args))
+    metrics = result["metrics"]
     finish(result, f"linear[{args.mode}] {args.weights}: best top1={metrics['best_top1']:.2f} "
                    f"(epoch {int(metrics['best_epoch'])}) last top1={metrics['last_top1']:.2f} "
                    f"top5={metrics['last_top5']:.2f}", args.json)
     return 0
 
 
+def _num(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.2f}"
+
+
 def run_davis(args: argparse.Namespace) -> int:
-    from vidssl.eval.davis import DavisParams, evaluate_davis
-    from vidssl.eval.report import finish
+    from vidssl.eval.davis import evaluate_davis
+    from vidssl.eval.report import finish, one_line_warnings
 
-    if args.n_last < 0 or args.topk < 1 or args.temperature <= 0:
-        raise VidsslError("--n-last must be >= 0, --topk >= 1 and --temperature > 0")
-    from vidssl.eval.features import FeatureCache
-
-    vit, wid = _load(args)
-    params = DavisParams(args.resolution, args.long_multiple, args.n_last, args.radius, args.topk, args.temperature)
-    cache = FeatureCache(Path(args.cache_dir) / "features") if args.cache_dir else None
-    metrics = evaluate_davis(vit, args.davis, args.split, args.out, params, args.sequences, cache, wid, args.batch_size)
-    result = {"eval": "davis", "weights": args.weights, "davis": str(args.davis), "split": args.split,
-              "params": params.__dict__, "out": args.out, "metrics": metrics}
-    finish(result, f"davis {args.weights}: J&F-mean={metrics['J&F-mean']:.2f} J-mean={metrics['J-mean']:.2f} "
-                   f"F-mean={metrics['F-mean']:.2f} ({len(metrics['sequences'])} sequences, {metrics['objects']} objects)",
+    with one_line_warnings():
+        result = evaluate_davis(args.weights, args.davis, split=args.split, out=args.out, sequences=args.sequences,
+                                resolution=args.resolution, long_multiple=args.long_multiple, n_last=args.n_last,
+                                radius=args.radius, topk=args.topk, temperature=args.temperature,
+                                batch_size=args.batch_size, cache_dir=args.cache_dir, **_encoder(args))
+    m = result["metrics"]
+    unscored = f", {len(m['unscored_sequences'])} unscored" if m["unscored_sequences"] else ""
+    finish(result, f"davis {args.weights}: J&F-mean={_num(m['J&F-mean'])} J-mean={_num(m['J-mean'])} "
+                   f"F-mean={_num(m['F-mean'])} ({len(m['sequences'])} sequences, {m['objects']} objects{unscored})",
            args.json)
     return 0
 
 
 def run_unsup_seg(args: argparse.Namespace) -> int:
-    from vidssl.eval.features import files_fingerprint, compute_features, patch_features
-    from vidssl.eval.report import finish
-    from vidssl.eval.seg_data import SegImages, load_mask, read_davis_samples, read_voc
-    from vidssl.eval.unsup_seg import evaluate_clusters
+    from vidssl.eval.report import finish, one_line_warnings
+    from vidssl.eval.unsup_seg import evaluate_unsup_seg
 
-    protocols = args.protocol or (["frame", "dataset"] if args.layout == "voc" else ["frame", "clip"])
-    if "clip" in protocols and args.layout != "davis":
-        raise VidsslError("--protocol clip needs video clips: use --layout davis")
-    if args.num_clusters is not None and args.num_clusters < 1:
-        raise VidsslError("--num-clusters must be at least 1")
-    if args.precision_based and not args.many_to_one:
-        raise VidsslError("--precision-based only applies with --many-to-one")
-    samples = read_voc(args.data, args.split) if args.layout == "voc" else read_davis_samples(args.data, args.split, args.clip_frames)
-    vit, wid = _load(args)
-    _check_patch(vit, args.input_size, "--input-size")
-    key = {"weights": wid, "files": files_fingerprint([s.image for s in samples]), "n": len(samples),
-           "transform": f"square-bilinear-{args.input_size}", "features": "patch-last"}
-
-    def compute() -> dict[str, torch.Tensor]:
-        feats = compute_features(vit, SegImages(samples, args.input_size), patch_features,
-                                 batch_size=args.batch_size, num_workers=args.num_workers, desc="patch features")
-        return {"features": feats.half()}  # (N, D, h, w), half precision to keep the cache small
-
-    feats = _cache(args).get_or_compute(key, compute)["features"].float()
-    gts = [load_mask(s, args.eval_size) for s in samples]
-    groups = [s.clip for s in samples]
-    metrics = {}
-    for protocol in protocols:
-        metrics[protocol] = evaluate_clusters(list(feats), gts, groups, protocol, num_clusters=args.num_clusters,
-                                              many_to_one=args.many_to_one, precision_based=args.precision_based,
-                                              seed=args.kmeans_seed)
-    result = {"eval": "unsup-seg", "weights": args.weights, "data": str(args.data), "layout": args.layout,
-              "split": args.split, "num_clusters": args.num_clusters, "many_to_one": args.many_to_one,
-              "precision_based": args.precision_based, "input_size": args.input_size, "eval_size": args.eval_size,
-              "images": len(samples), "metrics": metrics}
+    with one_line_warnings():
+        result = evaluate_unsup_seg(args.weights, args.data, args.layout, split=args.split, protocols=args.protocol,
+                                    num_clusters=args.num_clusters, many_to_one=args.many_to_one,
+                                    precision_based=args.precision_based, input_size=args.input_size,
+                                    eval_size=args.eval_size, clip_frames=args.clip_frames,
+                                    kmeans_seed=args.kmeans_seed, **_cached(args), **_encoder(args))
+    metrics = result["metrics"]
     k = f"K={args.num_clusters}" if args.num_clusters else "K=#GT"
-    parts = " ".join(f"{p}-wise mIoU={metrics[p]['mIoU']:.2f}" for p in protocols)
+    parts = " ".join(f"{p}-wise mIoU={_num(metrics[p]['mIoU'])}" for p in metrics)
     finish(result, f"unsup-seg {args.weights} ({args.layout}, {k}{', many-to-one' if args.many_to_one else ''}): {parts}",
            args.json)
     return 0
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,8 +25,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidssl.cli.main import writable_output_dir
     from vidssl.hub import export_encoder
+    from vidssl.io import OutputError
 
-    out = export_encoder(args.source, args.out, checkpoint_key=args.checkpoint_key)
+    # Output problems first, before the encoder is loaded: a folder where the file should go, a
+    # file where its folder should be, a read-only folder. (Bad export metadata in the source, such
+    # as patch_size "0", is one line from vidssl.hub; the write itself is atomic there.)
+    out = Path(args.out)
+    if out.is_dir():
+        raise OutputError(f"cannot write {out}: it is an existing folder, not a file; choose another --out")
+    if out.suffix == ".safetensors":  # otherwise export_encoder says what the name must end in
+        writable_output_dir(out.parent)
+    out = export_encoder(args.source, out, checkpoint_key=args.checkpoint_key)
     print(f"exported {args.source} [{args.checkpoint_key}] -> {out}")
     return 0

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from vidssl import __version__
 from vidssl.errors import VidsslError
@@ -47,6 +51,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def writable_output_dir(path: str | Path) -> Path:
+    """Create the output folder `path` if needed and prove it takes a file (a temporary one, removed
+    at once): a file in the way, a read-only folder or a full disk is one OutputError naming `path`
+    before any work is done."""
+    from vidssl.io import ensure_dir, output_error
+
+    path = ensure_dir(path)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".vidssl-write-test-", dir=path)
+    except OSError as e:
+        raise output_error(path, e) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def one_line(message: object) -> str:
+    """Every error is printed on one line, whatever the text it carries (e.g. a library's message)."""
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+def _describe_os_error(e: OSError) -> str:
+    what = e.strerror or (errno.errorcode.get(e.errno, "") if e.errno else "") or type(e).__name__
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    return one_line(f"{paths}: {what}" if paths else f"{what}: {e}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Presets and key=value overrides may come before or after options ("--video x optim.lr=1").
@@ -57,12 +88,25 @@ def main(argv: list[str] | None = None) -> int:
         args.args = list(args.args) + extra
     try:
         result = args.func(args)
-    except VidsslError as e:
-        print(f"vidssl: error: {e}", file=sys.stderr)
+        sys.stdout.flush()  # a closed stdout fails here, inside the handlers below
+    except VidsslError as e:  # OutputError (vidssl.io), ConfigError, WeightsError, ...
+        print(f"vidssl: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vidssl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of stdout went away (`vidssl config | head -1`): say nothing more, exit non-zero
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 128 + 13  # as if killed by SIGPIPE
+    except OSError as e:
+        # an OS error no command turned into a VidsslError (a read or write of some path): one line
+        # naming the path, and a failing exit status, never a silent one
+        print(f"vidssl: error: {_describe_os_error(e)}", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vidssl.config import RUN_CONFIG_NAME, ConfigError, list_presets, load_config, valid_keys
+from vidssl.config import RUN_CONFIG_NAME, ConfigError, list_presets, load_config, valid_keys, validate
 
 DEFAULT_PRESET = "default"
 
@@ -65,10 +65,6 @@ def split_videos(items: list[str]) -> tuple[list[str], list[str]]:
 def run(args: argparse.Namespace) -> int:
     videos, extra = split_videos(args.video or [])
     preset, overrides = split_preset(list(args.args) + extra)
-    if videos:
-        overrides.append(f"data.videos=[{','.join(repr(str(v)) for v in videos)}]")
-    if args.store:
-        overrides.append(f"data.store={str(args.store)!r}")
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
@@ -83,11 +79,21 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(preset or DEFAULT_PRESET, overrides)
         name = Path(preset).stem if preset else DEFAULT_PRESET
         out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # Paths are taken as given: never through the override parser (backslashes, quotes).
+    if videos:
+        cfg.data.videos = [str(v) for v in videos]
+    if args.store:
+        cfg.data.store = str(args.store)
+    validate(cfg)
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
-    from vidssl.engine.trainer import pretrain  # heavy (torch, Lightning): after the config is known to be good
+    # heavy (torch, Lightning): after the config is known to be good
+    from vidssl.engine.trainer import pretrain
+    from vidssl.viz.callbacks import training_pictures
 
-    result = pretrain(cfg, out, resume=args.resume, max_steps=args.steps)
+    result = pretrain(cfg, out, resume=args.resume, max_steps=args.steps, callbacks=training_pictures(cfg))
+    if result.get("signal"):
+        return 128 + result["signal"]  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     if result.get("finished"):
         print_what_it_learned(cfg, out)
     return 0

@@ -45,10 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vidssl.data.video import read_frames
     from vidssl.hub import load_encoder
     from vidssl.models import Encoder
     from vidssl.viz.attention import (
-        cls_attention_maps, fit_to_patches, read_image, read_video_frames, save_attention_figure,
+        cls_attention_maps, fit_to_patches, read_image, save_attention_figure,
     )
 
     if args.size < 1:
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if args.image is not None:
         image, what = read_image(args.image), args.image
     else:
-        image, what = read_video_frames(args.video, [args.frame])[0].permute(2, 0, 1), f"{args.video} frame {args.frame}"
+        image = torch.from_numpy(read_frames(args.video, [args.frame])[0]).permute(2, 0, 1)
+        what = f"{args.video} frame {args.frame}"
     image = fit_to_patches(image, args.size, encoder.patch_size)
     maps = cls_attention_maps(encoder, image)
     if len(set(args.heads)) != 3 and maps.shape[0] >= 3:

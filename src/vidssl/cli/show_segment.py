@@ -39,8 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vidssl.eval.features import resolve_device
     from vidssl.hub import load_encoder
-    from vidssl.viz.segment import (overlay, read_video_frames, segment_video, video_patch_features,
-                                    write_strip, write_video)
+    from vidssl.data.video import probe_video, read_frames
+    from vidssl.data.writer import write_video
+    from vidssl.viz.segment import overlay, segment_video, video_patch_features, write_strip
 
     out = Path(args.out)
     if out.suffix.lower() not in (".mp4", ".gif"):
@@ -48,8 +49,12 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise VidsslError("-k must be at least 1")
     vit = load_encoder(args.weights, checkpoint_key=args.checkpoint_key, seed=args.seed).to(resolve_device(args.device))
-    frames, fps = read_video_frames(args.video, max_frames=args.max_frames, step=args.frame_step,
-                                    short_side=args.display_size)
+    if args.frame_step < 1 or args.max_frames < 1:
+        raise VidsslError("--frame-step and --max-frames must be at least 1")
+    info = probe_video(args.video)
+    indices = list(range(0, info.num_frames, args.frame_step))[: args.max_frames]
+    frames = read_frames(args.video, indices, short_side=args.display_size, skip_undecodable=True)
+    fps = info.fps / args.frame_step
     feats = video_patch_features(vit, frames, args.size, args.batch_size)  # (T, D, h, w)
     if feats.shape[0] * feats.shape[2] * feats.shape[3] < args.k:
         raise VidsslError(f"-k {args.k} exceeds the number of patches in the video")

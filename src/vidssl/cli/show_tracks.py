@@ -78,10 +78,10 @@ def _parse_heads(text: str | None, k: int, num_heads: int):
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from vidssl.data.video import read_frames
     from vidssl.hub import load_encoder
     from vidssl.models import Encoder
     from vidssl.ops.tracking import choose_heads
-    from vidssl.viz.attention import read_video_frames
     from vidssl.viz.tracks import object_overlay, save_tracks_png, track_clip_picture, write_clip_video
 
     png, video = _output_paths(args.out)
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise VidsslError(f"--objects {args.objects}: {e}") from None
     indices = [args.start + t * args.stride for t in range(args.frames)]
-    clip = read_video_frames(args.video, indices)
+    clip = torch.from_numpy(read_frames(args.video, indices))
     frames, masks, _ = track_clip_picture(
         encoder, clip, args.size, args.objects, args.sinkhorn_iters, args.sinkhorn_eps, "sample_mean",
         args.features, heads=heads,

@@ -28,12 +28,11 @@ import numpy as np
 
 from vidssl.data.blank import BlankThresholds, Stretch, detect_stretches, frame_stats, small_luma
 from vidssl.data.errors import StoreError, VideoError
-from vidssl.data.store import (
-    FORMAT, MANIFEST, VERSION, file_hash, open_store, sample_hash, save_npy_atomic, write_json_atomic,
-)
+from vidssl.data.store import FORMAT, MANIFEST, VERSION, file_hash, open_store, sample_hash
 from vidssl.data.video import (
     _open_container, _short, _stream_fps, check_video_path, resized_size, timestamps_unusable,
 )
+from vidssl.io import ensure_dir, write_json, write_npy
 
 SHARD_FRAMES = 1000
 
@@ -141,11 +140,11 @@ class _ShardWriter:
         os.fsync(self.f.fileno())
         self.f.close()
         stem = self.file.with_suffix("")
-        save_npy_atomic(Path(f"{stem}.idx.npy"), np.asarray(self.rows, dtype=np.int64).reshape(-1, 3))
-        save_npy_atomic(Path(f"{stem}.stats.npy"), np.asarray(self.stats, dtype=np.float32).reshape(-1, 3))
-        save_npy_atomic(Path(f"{stem}.ts.npy"), np.asarray(self.times, dtype=np.float64))
+        write_npy(Path(f"{stem}.idx.npy"), np.asarray(self.rows, dtype=np.int64).reshape(-1, 3))
+        write_npy(Path(f"{stem}.stats.npy"), np.asarray(self.stats, dtype=np.float32).reshape(-1, 3))
+        write_npy(Path(f"{stem}.ts.npy"), np.asarray(self.times, dtype=np.float64))
         if self.last_luma is not None:
-            save_npy_atomic(Path(f"{stem}.last.npy"), self.last_luma)
+            write_npy(Path(f"{stem}.last.npy"), self.last_luma)
         return {"file": self.file.name, "frames": len(self.rows), "bytes": self.offset,
                 "last_pts": self.last_pts, "last_src": self.last_src}
 
@@ -158,7 +157,7 @@ def ingest_video(path: Path, vdir: Path, options: IngestOptions, progress: bool 
     from tqdm import tqdm
 
     source = source_identity(path)
-    vdir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(vdir)
     prog_path = vdir / "progress.json"
     prog = None
     if prog_path.is_file():
@@ -172,7 +171,7 @@ def ingest_video(path: Path, vdir: Path, options: IngestOptions, progress: bool 
         shutil.rmtree(vdir)
         vdir.mkdir(parents=True)
         prog = {"source": source, "options": options.key(), "shards": [], "lost": [], "errors": [], "done": False}
-        write_json_atomic(prog_path, prog)
+        write_json(prog_path, prog)
     done_shards = prog["shards"]
     for p in vdir.glob("shard-*.jpg"):  # a shard that was being written when the process died
         if int(p.stem.split("-")[1]) >= len(done_shards):
@@ -230,7 +229,7 @@ def ingest_video(path: Path, vdir: Path, options: IngestOptions, progress: bool 
             if len(writer.rows) >= options.shard_frames:
                 done_shards.append(writer.commit())
                 prog["lost"], prog["errors"] = lost, errors
-                write_json_atomic(prog_path, prog)
+                write_json(prog_path, prog)
                 writer = _ShardWriter(vdir, len(done_shards))
 
     def frames():
@@ -296,7 +295,7 @@ def ingest_video(path: Path, vdir: Path, options: IngestOptions, progress: bool 
     if kept == 0:
         raise VideoError(f"{path}: no frame could be decoded ({errors[0] if errors else 'empty stream'})")
     prog["lost"], prog["errors"] = lost, errors
-    write_json_atomic(prog_path, prog)
+    write_json(prog_path, prog)
     hasher.join()
     return _finish_video(vdir, source, hasher.digest, options, out_fps, size, (cc.width, cc.height), cc.name,
                          header_frames, done_shards, lost, errors,
@@ -317,7 +316,7 @@ def _finish_video(vdir: Path, source: dict, digest: str, options: IngestOptions,
     index, stats_a, times_a = np.concatenate(idx), np.concatenate(stats), np.concatenate(times)
     files, file_hashes = {}, {}
     for name, arr in (("index.npy", index), ("stats.npy", stats_a), ("timestamps.npy", times_a)):
-        save_npy_atomic(vdir / name, arr)
+        write_npy(vdir / name, arr)
         files[name] = (vdir / name).stat().st_size
         # small (52 bytes a frame together), so hashed whole and checked on every open: the index
         # holds the offsets and crc32s every frame read relies on
@@ -342,7 +341,7 @@ def _finish_video(vdir: Path, source: dict, digest: str, options: IngestOptions,
         "thresholds": asdict(options.thresholds), "shards": shard_meta, "files": files, "file_hashes": file_hashes,
         "duration_s": float(times_a[-1] - times_a[0] + 1 / fps) if len(times_a) else 0.0,
     }
-    write_json_atomic(vdir / "video.json", meta)
+    write_json(vdir / "video.json", meta)
     for k in range(len(shards)):  # the merged files replace the per-shard ones
         for suffix in (".idx.npy", ".stats.npy", ".ts.npy", ".last.npy"):
             Path(f"{vdir / f'shard-{k:05d}'}{suffix}").unlink(missing_ok=True)
@@ -365,7 +364,7 @@ def ingest(videos: list[str | Path], out: str | Path, options: IngestOptions | N
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise StoreError(f"{root}: exists and is not a directory")
-    root.mkdir(parents=True, exist_ok=True)
+    ensure_dir(root)
     mpath = root / MANIFEST
     if mpath.is_file():
         old = json.loads(mpath.read_text())
@@ -387,5 +386,5 @@ def ingest(videos: list[str | Path], out: str | Path, options: IngestOptions | N
         metas.append(ingest_video(p, vdir, options, progress))
     manifest = {"format": FORMAT, "version": VERSION, "complete": True, "created": time.time(),
                 "options": options.key(), "videos": metas}
-    write_json_atomic(mpath, manifest)
+    write_json(mpath, manifest)
     return [report_of(m) for m in metas]

@@ -8,7 +8,6 @@ colour. Small (256x144, 25 fps, 1000 frames), H.264 with a short GOP, made in a 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +24,11 @@ def cache_dir() -> Path:
 
 
 def sample_video_path(seed: int = 0) -> Path:
-    """Path of the built-in sample video, generating it (atomically) if it is not cached yet."""
+    """Path of the built-in sample video, generating it if it is not cached yet (the writer is
+    atomic: a crash leaves no torn file)."""
     path = cache_dir() / f"sample-v{SAMPLE_VERSION}-seed{seed}.mp4"
     if not path.is_file() or path.stat().st_size == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        os.close(fd)
-        try:
-            write_sample_video(Path(tmp), seed)
-            os.replace(tmp, path)  # a crash before this line leaves only the .part file
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_sample_video(path, seed)
     return path
 
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vidssl.config import DataConfig
 from vidssl.data.clips import ClipIndex, EpochPlan
-from vidssl.data.errors import DecodeLimitError, VideoError
+from vidssl.data.errors import VideoError
 from vidssl.data.video import open_reader, probe_video
 from vidssl.errors import VidsslError
 
@@ -216,9 +216,8 @@ class TrainingData:
         {"views": [(B, ...) per transform output], "skipped": [one-line messages],
          "video": (B,) video ids, "frames": (B, T) frame indices}. Without a transform
         "views" is [uint8 clips (B, T, H, W, 3)]. Clips that fail to decode are dropped (the batch is
-        smaller) and named in "skipped"; past `cfg.max_decode_errors` in this loader a
-        `DecodeLimitError` names the last file and frame (one process only: with several, the
-        caller must stop all ranks together, as the engine does)."""
+        smaller) and named in "skipped"; the loader only reports them: the run-wide count against
+        `max_decode_errors` is the engine's, summed over all ranks, so that every rank stops together."""
         nb = self.batches_per_epoch(batch_size)
         if not 0 <= start_batch <= nb:
             raise VidsslError(f"start_batch={start_batch} is outside the epoch's {nb} batches")
@@ -226,10 +225,7 @@ class TrainingData:
         tasks = self._tasks(batch_size, start_batch)
         dataset = _EpochBatches(self.spec, self.index.names, plan, batch_size, tasks, self.transform,
                                 self.seed, epoch, self.rank)
-        # With several processes one rank must not raise alone (the others would wait forever in
-        # their next collective): the stop is then the engine's count, summed over all ranks.
-        limit = self.cfg.max_decode_errors if self.world_size == 1 else float("inf")
-        return _OrderedLoader(dataset, num_workers, start_batch, nb, limit)
+        return _OrderedLoader(dataset, num_workers, start_batch, nb)
 
     def read_clip(self, clip_index: int) -> Tensor:
         """Clip `clip_index` of the canonical (unshuffled) index as uint8 (T, H, W, 3)."""
@@ -248,9 +244,9 @@ class TrainingData:
 class _OrderedLoader:
     """Iterates a DataLoader over `_EpochBatches` and yields batches in index order."""
 
-    def __init__(self, dataset: _EpochBatches, num_workers: int, first: int, end: int, max_errors: float):
+    def __init__(self, dataset: _EpochBatches, num_workers: int, first: int, end: int):
         self.dataset, self.num_workers = dataset, num_workers
-        self.first, self.end, self.max_errors = first, end, max_errors
+        self.first, self.end = first, end
 
     def __len__(self) -> int:
         return self.end - self.first
@@ -264,19 +260,12 @@ class _OrderedLoader:
         else:
             source = self.dataset
         pending: dict[int, dict] = {}
-        nxt, errors = self.first, 0
+        nxt = self.first
         for b, batch in source:
             pending[b] = batch
             while nxt in pending:
-                out = pending.pop(nxt)
+                yield pending.pop(nxt)
                 nxt += 1
-                errors += len(out["skipped"])
-                if errors > self.max_errors:
-                    raise DecodeLimitError(
-                        f"{errors} clips failed to decode, more than data.max_decode_errors={self.max_errors}; "
-                        f"last: {out['skipped'][-1]}"
-                    )
-                yield out
 
 
 def build_training_data(cfg: DataConfig, transform: Transform | None, *, seed: int, rank: int = 0,

@@ -338,5 +338,31 @@ def open_reader(path: str | Path, backend: str = "pyav", short_side: int | None 
     return PyAVReader(path, short_side, threads=threads)
 
 
+def read_frames(path: str | Path, indices: list[int], short_side: int | None = None,
+                skip_undecodable: bool = False) -> np.ndarray:
+    """Frames `indices` of a video as uint8 (T, H, W, 3) in the order asked, for pictures and
+    one-off reads (training reads clips through `open_reader`). Errors are one line naming the
+    file: missing, not a video, too short, a frame FFmpeg cannot produce (or, with
+    `skip_undecodable`, only when none can be)."""
+    info = probe_video(path)
+    if not indices:
+        raise VideoError(f"{path}: no frames asked for")
+    if min(indices) < 0 or max(indices) >= info.num_frames:
+        raise VideoError(f"{path} has {info.num_frames} frames; frame {max(indices) if min(indices) >= 0 else min(indices)} was asked for")
+    reader = open_reader(path, short_side=short_side)
+    try:
+        got, missing = reader.read(sorted(set(indices)))
+    finally:
+        reader.close()
+    if missing and not skip_undecodable:
+        i, why = min(missing.items())
+        raise VideoError(f"{path}: frame {i} could not be decoded ({why})")
+    kept = [i for i in indices if i in got]
+    if not kept:
+        reasons = "; ".join(sorted(set(missing.values())))[:200]
+        raise VideoError(f"{path}: no frame could be decoded ({reasons or 'empty stream'})")
+    return np.stack([got[i] for i in kept])
+
+
 def is_readable_file(path: str | Path) -> bool:
     return os.path.isfile(path) and os.path.getsize(path) > 0

@@ -1,9 +1,10 @@
-"""Checkpoints: atomic writes, plain tensors and containers only (`torch.load(weights_only=True)`)."""
+"""The checkpoint contract: file name, format tag, atomic save, safe load (plain tensors and
+containers only, `torch.load(weights_only=True)`). `vidssl.hub` reads checkpoints through it."""
 
 from __future__ import annotations
 
-import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,21 +12,33 @@ import numpy as np
 import torch
 
 from vidssl.errors import VidsslError
+from vidssl.io import atomic_open
 
 FORMAT = "vidssl-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: a crash at any moment
-    leaves either the previous checkpoint or the new one, never a torn file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    """A crash at any moment leaves either the previous checkpoint or the new one, never a torn
+    file; a failed write (disk full) removes its temporary file and is one line (`vidssl.io`)."""
+    with atomic_open(path, "wb") as f:
         torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+def torch_load_safely(path: Path, allow: tuple[type, ...] = ()) -> Any:
+    """`torch.load(weights_only=True)` (tensors and containers, plus the classes in `allow`); a
+    torn, foreign or code-holding file is one line that never advises turning the safety off."""
+    try:
+        with torch.serialization.safe_globals(list(allow)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's advice on pickle protocols is noise here
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a user error here
+        text = str(e).strip()
+        if "weights_only" in text:
+            why = "it holds Python objects other than tensors and containers, refused for safety"
+        else:
+            why = text.splitlines()[0][:200] if text else type(e).__name__
+        raise VidsslError(f"{path}: cannot be read as a PyTorch weights file ({why})") from None
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -34,10 +47,7 @@ def load(path: Path) -> dict[str, Any]:
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise VidsslError(f"no checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a torn or foreign file
-        raise VidsslError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    payload = torch_load_safely(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise VidsslError(f"{path} is not a vidssl checkpoint (format {payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
     return payload

@@ -42,8 +42,3 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     torch._foreach_mul_(t_params, momentum)
     torch._foreach_add_(t_params, s_params, alpha=1 - momentum)
 
-
-def cancel_last_layer_gradients(head: nn.Module) -> None:
-    """DINO freezes the head's last layer during the first epoch(s): drop its gradients."""
-    for p in head.last_layer.parameters():
-        p.grad = None

@@ -8,6 +8,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,13 +16,17 @@ from lightning.fabric import Fabric
 
 from vidssl.config import RUN_CONFIG_NAME, Config, to_dict, to_yaml
 from vidssl.data import build_training_data
+from vidssl.data.errors import DecodeLimitError
 from vidssl.engine import checkpoint as ckpt
-from vidssl.engine.optim import cancel_last_layer_gradients, clip_gradients_per_tensor, ema_update, param_groups
-from vidssl.engine.run_log import METRICS_NAME, RunLog
+from vidssl.engine.callbacks import Callback
+from vidssl.engine.optim import clip_gradients_per_tensor, ema_update, param_groups
+from vidssl.engine.run_log import RunLog
 from vidssl.engine.schedules import CosineSchedule
 from vidssl.errors import VidsslError
+from vidssl.io import ensure_dir, write_text
 from vidssl.methods import Method, StepInfo, build_method
 from vidssl.methods.diagnostics import CollapseWatch
+
 
 class NonFiniteLoss(VidsslError):
     """The loss became NaN or infinite; the run stops before touching the weights."""
@@ -51,11 +56,11 @@ class Schedules:
     momentum: CosineSchedule
 
     @classmethod
-    def from_config(cfg: type, config: Config, steps_per_epoch: int, total_batch: int) -> "Schedules":
+    def from_config(cls, config: Config, steps_per_epoch: int, total_batch: int) -> "Schedules":
         o = config.optim
         total = o.epochs * steps_per_epoch
         peak_lr = o.lr * total_batch / 256.0  # linear scaling rule
-        return cfg(
+        return cls(
             lr=CosineSchedule(peak_lr, o.min_lr, total, warmup_steps=o.warmup_epochs * steps_per_epoch),
             weight_decay=CosineSchedule(o.weight_decay, o.weight_decay_end, total),
             momentum=CosineSchedule(o.momentum_teacher, 1.0, total),
@@ -67,7 +72,7 @@ class GracefulStop:
     (SLURM sends SIGTERM before a pre-emption); a second SIGINT stops at once."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.signal: int | None = None  # the first signal received
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> "GracefulStop":
@@ -78,10 +83,14 @@ class GracefulStop:
                 pass
         return self
 
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
+        self.signal = signum
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.previous.items():
@@ -89,16 +98,21 @@ class GracefulStop:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: Path, resume: bool = False) -> None:
+    """`callbacks` run on rank 0 at each epoch's end and once at the end of `fit` (pictures, plots);
+    the other ranks wait for them."""
+
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool = False, callbacks: Sequence[Callback] = ()) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.callbacks = list(callbacks)
         e = cfg.engine
         # Fabric announces its precision plugin on stderr; our start line says the same.
         for name in ("lightning.fabric", "lightning.pytorch"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        self.precision = resolve_precision(e.precision, e.accelerator)
         self.fabric = Fabric(
             accelerator=e.accelerator, devices=e.devices, num_nodes=e.num_nodes, strategy=e.strategy,
-            precision=resolve_precision(e.precision, e.accelerator),
+            precision=self.precision,
         )
         self.fabric.launch()
         self.resume_payload = self._prepare_run_dir(resume)
@@ -111,10 +125,10 @@ class Trainer:
                 raise VidsslError(f"--resume: no checkpoint in {self.run_dir} (expected {path})")
             return ckpt.load(path)
         if path.exists():
-            raise VidsslError(f"{self.run_dir} already holds a run (checkpoint.pt); pass --resume to continue it or choose another --out")
+            raise VidsslError(f"{self.run_dir} already holds a run ({path.name}); pass --resume to continue it or choose another --out")
         if self.fabric.is_global_zero:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / RUN_CONFIG_NAME).write_text(to_yaml(self.cfg))
+            ensure_dir(self.run_dir)
+            write_text(self.run_dir / RUN_CONFIG_NAME, to_yaml(self.cfg))
         return None
 
     def _build(self) -> None:
@@ -134,8 +148,14 @@ class Trainer:
                 f"batch {cfg.data.batch_size} x {fabric.world_size} processes ({self.data.describe()})"
             )
         spe = cfg.optim.steps_per_epoch or available
-        if spe > available:
-            raise VidsslError(f"optim.steps_per_epoch={spe} but one pass over the data gives {available} batches per process")
+        self.capped = cfg.optim.cap_steps_per_epoch and spe > available
+        if self.capped:
+            spe = available
+        elif spe > available:
+            raise VidsslError(
+                f"optim.steps_per_epoch={spe} but one pass over the data gives {available} batches per process: "
+                f"set optim.steps_per_epoch={available} or less (or optim.cap_steps_per_epoch=true)"
+            )
         self.steps_per_epoch = spe
         self.total_steps = cfg.optim.epochs * spe
         self.schedules = Schedules.from_config(cfg, spe, cfg.data.batch_size * fabric.world_size)
@@ -221,25 +241,29 @@ class Trainer:
                 unscale(self.optimizer.optimizer)
             values["grad_norm_max"] = clip_gradients_per_tensor(self.method.student, cfg.optim.clip_grad)
         if self.epoch < cfg.optim.freeze_last_layer:
-            cancel_last_layer_gradients(self.method.student["head"])
+            self.method.cancel_last_layer_gradients()
         self.optimizer.step()
         momentum = self.schedules.momentum(self.step)
         ema_update(self.method.teacher, self.method.student, momentum)
         values.update(loss=loss.item(), momentum=momentum, **logs)
         return values
 
-    def _write_pictures(self) -> None:
-        if self.fabric.is_global_zero:
-            clip = self.data.read_clip(self.data.num_clips // 2)
+    def _run_callbacks(self, hook: str) -> None:
+        """Rank 0 runs `hook` of every callback with the method in eval mode; the others wait."""
+        if self.callbacks and self.fabric.is_global_zero:
             self.method.eval()
-            self.method.write_pictures(self.run_dir, clip, self.epoch)
+            for callback in self.callbacks:
+                getattr(callback, hook)(self)
             self.method.train()
         self.fabric.barrier()
 
     def fit(self, max_steps: int | None = None, max_seconds: float | None = None) -> dict[str, Any]:
-        """Train to the end of the schedule, or to `max_steps` in total, or for `max_seconds` of this call."""
+        """Train to the end of the schedule, or to `max_steps` (default `engine.max_steps`) in total,
+        or for `max_seconds` of this call. Stopped by SIGINT/SIGTERM, it checkpoints and returns the
+        signal's number as `signal`."""
         self._build()
         cfg, fabric = self.cfg, self.fabric
+        max_steps = cfg.engine.max_steps if max_steps is None else max_steps
         end_step = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
         if self.step >= end_step:
             fabric.print(f"nothing to do: the run is at step {self.step} of {end_step}")
@@ -248,8 +272,9 @@ class Trainer:
         if log:
             log.message(
                 f"vidssl pretrain: {cfg.method.name} {cfg.model.arch}/{cfg.model.patch_size} on {self.data.describe()}; "
-                f"{fabric.world_size} process(es) on {fabric.device}, precision {fabric.strategy.precision.__class__.__name__}; "
-                f"{self.steps_per_epoch} steps/epoch x {cfg.optim.epochs} epochs; run dir {self.run_dir}"
+                f"{fabric.world_size} process(es) on {fabric.device}, precision {self.precision}; "
+                f"{self.steps_per_epoch} steps/epoch{' (capped at one pass over the data)' if self.capped else ''} "
+                f"x {cfg.optim.epochs} epochs; run dir {self.run_dir}"
             )
         clips_per_step = cfg.data.batch_size * fabric.world_size
         # Every run starts near uniform: judge collapse only once the lr warm-up is over.
@@ -296,22 +321,20 @@ class Trainer:
                 if self.batch_in_epoch >= self.steps_per_epoch:
                     self.epoch += 1
                     self.batch_in_epoch = 0
-                    if self.epoch % cfg.engine.track_pictures_every == 0:
-                        self._write_pictures()
+                    self._run_callbacks("on_epoch_end")
         self.save_checkpoint()
         wall = time.perf_counter() - started
         if log:
-            from vidssl.viz.plots import plot_loss_curve
-
             log.close()
-            if (self.run_dir / METRICS_NAME).stat().st_size:
-                plot_loss_curve(self.run_dir / METRICS_NAME, self.run_dir / "loss.png")
+        self._run_callbacks("on_fit_end")
+        if log:
             if stopped_by_signal:
-                print(f"stopped at step {self.step}; checkpoint saved; continue with: vidssl pretrain --out {self.run_dir} --resume")
-            loss = last.get("loss", math.nan)
-            print(f"done: step {self.step}/{self.total_steps}, final loss {loss:.4f}, {wall:.1f} s, run dir {self.run_dir}")
+                print(f"stopped at step {self.step}; checkpoint saved; resume with: vidssl pretrain --out {self.run_dir} --resume")
+            else:
+                loss = last.get("loss", math.nan)
+                print(f"done: step {self.step}/{self.total_steps}, final loss {loss:.4f}, {wall:.1f} s, run dir {self.run_dir}")
         # finished: this process logged steps and was not stopped by a signal (rank 0 reports)
-        return {"step": self.step, "loss": last.get("loss"), "wall_time_s": wall,
+        return {"step": self.step, "loss": last.get("loss"), "wall_time_s": wall, "signal": stop.signal,
                 "finished": bool(log) and bool(last) and not stopped_by_signal}
 
     def _count_decode_errors(self, skipped: list[str], empty: bool = False) -> bool:
@@ -331,7 +354,7 @@ class Trainer:
         self.decode_errors += new
         if self.decode_errors > self.cfg.data.max_decode_errors:
             last = self._last_decode_error or "on another process (see its message)"
-            raise VidsslError(
+            raise DecodeLimitError(
                 f"{self.decode_errors} clips failed to decode (limit data.max_decode_errors="
                 f"{self.cfg.data.max_decode_errors}); last: {last}"
             )
@@ -348,5 +371,7 @@ def _bar_values(values: dict[str, Any]) -> dict[str, str]:
     return bar
 
 
-def pretrain(cfg: Config, run_dir: Path, resume: bool = False, max_steps: int | None = None) -> dict[str, Any]:
-    return Trainer(cfg, run_dir, resume=resume).fit(max_steps=max_steps)
+def pretrain(
+    cfg: Config, run_dir: Path, resume: bool = False, max_steps: int | None = None, callbacks: Sequence[Callback] = (),
+) -> dict[str, Any]:
+    return Trainer(cfg, run_dir, resume=resume, callbacks=callbacks).fit(max_steps=max_steps)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -27,10 +28,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from vidssl.errors import VidsslError
+from vidssl.eval.datasets import IMAGENET_MEAN, DatasetError, check_name, open_rgb
 from vidssl.eval.davis_metrics import evaluate_sequence, summarize
-from vidssl.eval.features import (IMAGENET_MEAN, FeatureCache, as_vit, files_fingerprint,
-                                  open_rgb, patch_features)
+from vidssl.eval.features import (EncoderLike, FeatureCache, as_vit, feature_key, patch_features, prepare_encoder,
+                                  warn_non_finite)
 from vidssl.eval.palette import read_label_png, write_indexed_png
+from vidssl.eval.report import clean, warn
+from vidssl.io import ensure_dir
 from vidssl.ops.propagation import propagate_labels
 
 
@@ -56,22 +60,25 @@ def read_davis(root: str | Path, split: str = "val", resolution: str = "480p") -
     root = Path(root)
     listing = root / "ImageSets" / "2017" / f"{split}.txt"
     if not root.is_dir():
-        raise VidsslError(f"DAVIS directory not found: {root}")
+        raise DatasetError(f"DAVIS directory not found: {root}")
+    check_name(split, "split", root)
     if not listing.is_file():
-        raise VidsslError(f"{listing}: split file not found (expected the DAVIS-2017 layout ImageSets/2017/{split}.txt)")
+        raise DatasetError(f"{listing}: split file not found (expected the DAVIS-2017 layout ImageSets/2017/{split}.txt)")
     names = [n.strip() for n in listing.read_text().splitlines() if n.strip()]
     if not names:
-        raise VidsslError(f"{listing}: lists no sequences")
+        raise DatasetError(f"{listing}: lists no sequences")
+    for name in names:
+        check_name(name, "sequence name", listing)
     seqs = []
     for name in names:
         fdir = root / "JPEGImages" / resolution / name
         adir = root / "Annotations" / resolution / name
         frames = sorted(p for p in fdir.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not frames:
-            raise VidsslError(f"{fdir}: no frames for sequence '{name}' listed in {listing}")
+            raise DatasetError(f"{fdir}: no frames for sequence '{name}' listed in {listing}")
         annots = [adir / f"{f.stem}.png" for f in frames]
         if not annots[0].is_file():
-            raise VidsslError(f"{annots[0]}: first-frame annotation of '{name}' is missing")
+            raise DatasetError(f"{annots[0]}: first-frame annotation of '{name}' is missing")
         seqs.append(DavisSequence(name, frames, [a if a.is_file() else None for a in annots]))
     return seqs
 
@@ -169,36 +176,47 @@ def segment_sequence(vit: nn.Module, seq: DavisSequence, params: DavisParams = D
     return out
 
 
-def evaluate_davis(
+def segment_and_score(
     vit: nn.Module, root: str | Path, split: str = "val", out_dir: str | Path | None = None,
-    params: DavisParams = DavisParams(), sequences: list[str] | None = None,
+    params: DavisParams = DavisParams(), sequences: Sequence[str] | None = None,
     cache: FeatureCache | None = None, weights_id: str = "", batch_size: int = 8,
 ) -> dict:
-    """Segment every sequence of the split, write PNGs to out_dir/SEQ/, score J and F.
+    """Segment every sequence of the split, write PNGs to out_dir/SEQ/, score J and F (the metrics
+    only; `evaluate_davis` is the full evaluation).
 
-    Sequences without ground truth for every frame are written but not scored. With a
-    `cache` (and the `weights_id` naming the weights), each sequence's features are stored
-    once per working size, so other propagation settings reuse them."""
+    Sequences without ground truth for every frame are written but not scored; so are sequences
+    whose first-frame annotation has no object (a warning names them): both are listed in
+    'unscored_sequences' with the reason in 'unscored_reasons', and left out of every mean. With
+    a `cache` (and the `weights_id` naming the weights), each sequence's features are stored once
+    per working size, so other propagation settings reuse them."""
     seqs = read_davis(root, split)
     if sequences:
         unknown = sorted(set(sequences) - {s.name for s in seqs})
         if unknown:
             raise VidsslError(f"sequences not in the {split} split: {', '.join(unknown)}")
         seqs = [s for s in seqs if s.name in sequences]
+    if out_dir is not None:
+        ensure_dir(out_dir)
     per_seq: dict[str, dict[str, np.ndarray]] = {}
-    unscored = []
+    unscored: dict[str, str] = {}
     for seq in tqdm(seqs, desc="DAVIS", disable=None):
         size = sequence_size(vit, seq, params)
-        key = {"weights": weights_id, "files": files_fingerprint(seq.frames), "n": len(seq.frames),
-               "transform": f"davis-bilinear-{size[0]}x{size[1]}", "features": "patch-last"}
+        key = feature_key(weights_id, seq.frames, f"davis-bilinear-{size[0]}x{size[1]}", "patch-last")
         store = cache if cache is not None and weights_id else FeatureCache(None)
         feats = store.get_or_compute(key, lambda: {"features": sequence_features(vit, seq, size, batch_size)})
+        warn_non_finite(feats["features"], f"frames of DAVIS sequence '{seq.name}'")
         pred = segment_sequence(vit, seq, params, feats["features"])
         if out_dir is not None:
             for frame, mask in zip(seq.frames, pred):
                 write_indexed_png(Path(out_dir) / seq.name / f"{frame.stem}.png", mask)
         if any(a is None for a in seq.annotations):
-            unscored.append(seq.name)
+            unscored[seq.name] = "no ground truth for every frame"
+            continue
+        first = pred[0][pred[0] != 255]  # the first prediction is the first annotation
+        if not first.size or first.max() == 0:
+            unscored[seq.name] = "first-frame annotation has no object"
+            warn(f"DAVIS sequence '{seq.name}': first-frame annotation {seq.annotations[0]} is all background; "
+                 "not scored and left out of the means")
             continue
         gts = [read_label_png(a) for a in seq.annotations]
         for a, g in zip(seq.annotations, gts):
@@ -207,7 +225,45 @@ def evaluate_davis(
                                   f"{pred[0].shape[1]}x{pred[0].shape[0]}")
         per_seq[seq.name] = evaluate_sequence(np.stack(gts), np.stack(pred))
     if not per_seq:
-        raise VidsslError(f"no sequence of split '{split}' has ground truth for every frame; nothing to score")
+        why = "; ".join(f"{n}: {r}" for n, r in unscored.items())
+        raise VidsslError(f"no sequence of split '{split}' can be scored ({why}); nothing to score")
     result = summarize(per_seq)
-    result["unscored_sequences"] = unscored
+    result["unscored_sequences"] = list(unscored)
+    result["unscored_reasons"] = unscored
     return result
+
+
+def evaluate_davis(
+    encoder: EncoderLike,
+    davis: str | Path,
+    *,
+    split: str = "val",
+    out: str | Path | None = None,
+    sequences: Sequence[str] | None = None,
+    resolution: int = 480,
+    long_multiple: int = 64,
+    n_last: int = 7,
+    radius: int = 12,
+    topk: int = 5,
+    temperature: float = 0.1,
+    batch_size: int = 8,
+    cache_dir: str | Path | None = None,
+    checkpoint_key: str = "teacher",
+    seed: int = 0,
+    device: str | None = None,
+    weights_id: str | None = None,
+) -> dict[str, Any]:
+    """DINO's DAVIS-2017 label propagation of `encoder` (a model, or anything `load_encoder`
+    accepts) on the DAVIS layout at `davis`; predicted masks go to `out`/SEQ/FRAME.png when given.
+    Features are cached (in `cache_dir`/features) only when `cache_dir` is given: 2-10 MB per
+    frame at 480p. Returns the plain dict that `vidssl eval davis --json` writes; the metrics hold
+    'J&F-mean', 'J-mean', 'F-mean', recalls, per-sequence scores and the unscored sequences."""
+    if n_last < 0 or topk < 1 or temperature <= 0:
+        raise VidsslError("--n-last must be >= 0, --topk >= 1 and --temperature > 0")
+    vit, name, wid = prepare_encoder(encoder, checkpoint_key=checkpoint_key, seed=seed, device=device,
+                                     weights_id=weights_id)
+    params = DavisParams(resolution, long_multiple, n_last, radius, topk, temperature)
+    store = FeatureCache.at(cache_dir) if cache_dir is not None and wid is not None else None
+    metrics = segment_and_score(vit, davis, split, out, params, sequences, store, wid or "", batch_size)
+    return clean({"eval": "davis", "weights": name, "davis": str(davis), "split": split,
+                  "params": params.__dict__, "out": None if out is None else str(out), "metrics": metrics})

@@ -1,8 +1,9 @@
-"""Frozen-encoder features for the evaluations: image datasets, eval transforms, a feature cache.
+"""Frozen-encoder features for the evaluations: the encoder to evaluate, feature functions, the
+on-disk feature cache and its one key function.
 
 Features depend on (weights, dataset files, transform, feature kind) only, so they are
-computed once and cached on disk under a hash of those four; a second evaluation with other
-classifier settings (k, temperature, epochs) reuses them.
+computed once and cached on disk under a hash of those four (`feature_key`); a second
+evaluation with other classifier settings (k, temperature, epochs) reuses them.
 """
 
 from __future__ import annotations
@@ -10,22 +11,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
 from tqdm import tqdm
 
-from vidssl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vidssl.errors import VidsslError
+from vidssl.eval.datasets import ImageListDataset
+from vidssl.eval.report import warn
+from vidssl.io import OutputError, atomic_write
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+# An encoder to evaluate: a timm ViT or a vidssl `Encoder`, or anything `vidssl.hub.load_encoder`
+# accepts (an export, a run directory or checkpoint, an official checkpoint, `random:NAME`).
+EncoderLike = Union[nn.Module, str, Path]
 
 
 def default_cache_dir() -> Path:
@@ -42,77 +45,51 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise VidsslError(f"--device {name}: {e}") from None
 
 
-# --------------------------------------------------------------------------- datasets
+# --------------------------------------------------------------------------- the encoder
 
 
-@dataclass(frozen=True)
-class ImageFolderSet:
-    """An ImageFolder layout: ROOT/CLASS/IMAGE. Classes sorted by name, as torchvision does."""
+def prepare_encoder(
+    encoder: EncoderLike, *, checkpoint_key: str = "teacher", seed: int = 0,
+    device: str | torch.device | None = None, weights_id: str | None = None,
+) -> tuple[nn.Module, str, str | None]:
+    """(model, its name for results, its cache id or None) of anything an evaluation accepts.
 
-    root: Path
-    classes: list[str]
-    items: list[tuple[Path, int]]
+    A path or `random:NAME` is loaded strictly by `vidssl.hub.load_encoder` (on `device`, default
+    'auto') and cached under `describe_weights`; a module stays where it is unless `device` is
+    given, and its features are cached only under an explicit `weights_id`. Non-finite
+    parameters are a warning naming the weights."""
+    if isinstance(encoder, nn.Module):
+        model, name = encoder, f"module:{type(getattr(encoder, 'vit', encoder)).__name__}"
+        if device is not None:
+            model.to(resolve_device(str(device)))
+    else:
+        from vidssl.hub import describe_weights, load_encoder
 
-    @property
-    def labels(self) -> torch.Tensor:
-        return torch.tensor([c for _, c in self.items], dtype=torch.long)
-
-
-def read_image_folder(root: str | Path) -> ImageFolderSet:
-    root = Path(root)
-    if not root.is_dir():
-        raise VidsslError(f"image folder not found: {root}")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise VidsslError(f"{root}: no class sub-directories (expected the ImageFolder layout ROOT/CLASS/IMAGE)")
-    items = []
-    for ci, c in enumerate(classes):
-        for f in sorted((root / c).rglob("*")):
-            if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
-                items.append((f, ci))
-    if not items:
-        raise VidsslError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in its class directories")
-    return ImageFolderSet(root, classes, items)
-
-
-def open_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except Exception as e:  # noqa: BLE001 - a broken image is a user error naming the file
-        raise VidsslError(f"{path}: cannot read image ({e})") from None
+        model = load_encoder(encoder, checkpoint_key=checkpoint_key, seed=seed)
+        model.to(resolve_device(str(device) if device is not None else "auto"))
+        name = str(encoder)
+        weights_id = weights_id or describe_weights(encoder, checkpoint_key, seed)
+    bad = total = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            bad += int((~torch.isfinite(p)).sum())
+            total += p.numel()
+    if bad:
+        warn(f"weights {name}: {bad} of {total} parameters are not finite (NaN/inf); every feature will be meaningless")
+    return model, name, weights_id
 
 
-class ImageListDataset(Dataset):
-    def __init__(self, paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor]) -> None:
-        self.paths = list(paths)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(open_rgb(self.paths[i])), i
+def check_patch_multiple(vit: nn.Module, size: int, option: str) -> None:
+    patch = as_vit(vit).patch_embed.patch_size[0]
+    if size % patch:
+        raise VidsslError(f"{option} {size} is not a multiple of the patch size {patch}")
 
 
-def eval_transform(image_size: int = 224) -> T.Compose:
-    """DINO's eval transform: Resize(256/224 x size, bicubic), CenterCrop(size), ImageNet norm."""
-    return T.Compose([
-        T.Resize(round(image_size * 256 / 224), interpolation=T.InterpolationMode.BICUBIC),
-        T.CenterCrop(image_size),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
-
-
-def train_transform(image_size: int = 224) -> T.Compose:
-    """DINO's linear-probe train transform: RandomResizedCrop(size) + horizontal flip."""
-    return T.Compose([
-        T.RandomResizedCrop(image_size),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+def warn_non_finite(features: torch.Tensor, what: str) -> None:
+    """A warning when some of the (N, ...) features hold NaN/inf, naming the data they come from."""
+    bad = int((~torch.isfinite(features.reshape(features.shape[0], -1))).any(dim=1).sum()) if len(features) else 0
+    if bad:
+        warn(f"{what}: {bad} of {len(features)} have non-finite features (NaN/inf); the scores are meaningless")
 
 
 # --------------------------------------------------------------------------- feature functions
@@ -122,7 +99,6 @@ def as_vit(model: nn.Module) -> nn.Module:
     """The timm ViT inside a vidssl `Encoder` (its `.vit`), or the model itself.
     Evaluations accept either; they read timm's own calls (forward_features, patch_embed)."""
     return getattr(model, "vit", model)
-
 
 
 def cls_features(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -188,11 +164,24 @@ def files_fingerprint(paths: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
+def feature_key(weights_id: str, files: Sequence[Path], transform_id: str, features_id: str) -> dict:
+    """The one cache key of computed features: (weights, the files and their count, transform, feature kind)."""
+    return {"weights": weights_id, "files": files_fingerprint(files), "n": len(files),
+            "transform": transform_id, "features": features_id}
+
+
 class FeatureCache:
     """Tensors stored under a hash of a description dict; `None` directory disables caching."""
 
     def __init__(self, directory: str | Path | None) -> None:
         self.directory = Path(directory) if directory is not None else None
+
+    @classmethod
+    def at(cls, cache_dir: str | Path | None = None, enabled: bool = True) -> "FeatureCache":
+        """The cache under `cache_dir`/features (default: $VIDSSL_CACHE_DIR, else ~/.cache/vidssl), or none."""
+        if not enabled:
+            return cls(None)
+        return cls(Path(cache_dir) / "features" if cache_dir is not None else default_cache_dir())
 
     def path(self, key: dict) -> Path | None:
         if self.directory is None:
@@ -209,10 +198,10 @@ class FeatureCache:
                 pass
         value = compute()
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            torch.save(value, tmp)
-            tmp.replace(path)
+            try:
+                atomic_write(path, lambda tmp: torch.save(value, tmp))
+            except OutputError as e:  # the features are computed; a cache that cannot be written is not fatal
+                warn(f"{e}; continuing without caching (--no-cache skips the cache)")
         return value
 
 
@@ -234,9 +223,11 @@ def cached_image_features(
     num_workers: int = 0,
     desc: str = "features",
 ) -> torch.Tensor:
-    """Features of a list of images, cached per (weights, files, transform, feature kind)."""
-    key = {"weights": weights_id, "files": files_fingerprint(paths), "n": len(paths),
-           "transform": transform_id, "features": fn_id}
+    """Features of a list of images, cached per (weights, files, transform, feature kind); without a
+    `weights_id` nothing is cached (two different models must never share an entry)."""
+    key = feature_key(weights_id, paths, transform_id, fn_id)
+    if not weights_id:
+        cache = FeatureCache(None)
 
     def compute() -> dict[str, torch.Tensor]:
         feats = compute_features(vit, ImageListDataset(paths, transform), fn, batch_size=batch_size,

@@ -11,12 +11,19 @@ arbitrary, here such classes never count).
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vidssl.errors import VidsslError
+from vidssl.eval.datasets import eval_transform, eval_transform_id, read_train_val
+from vidssl.eval.features import (EncoderLike, FeatureCache, cached_image_features, check_patch_multiple,
+                                  cls_features, prepare_encoder, warn_non_finite)
+from vidssl.eval.report import clean
 
 DEFAULT_KS = (10, 20, 100, 200)
 DEFAULT_TEMPERATURE = 0.07
@@ -63,3 +70,45 @@ def knn_evaluate(
         out[f"top1@{k}"] = 100.0 * hit[:, 0].float().mean().item()
         out[f"top5@{k}"] = 100.0 * hit.any(dim=1).float().mean().item()
     return out
+
+
+def evaluate_knn(
+    encoder: EncoderLike,
+    train: str | Path,
+    val: str | Path,
+    *,
+    k: Sequence[int] = DEFAULT_KS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    image_size: int = 224,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    checkpoint_key: str = "teacher",
+    seed: int = 0,
+    device: str | None = None,
+    weights_id: str | None = None,
+) -> dict[str, Any]:
+    """DINO's weighted k-NN of `encoder` (a model, or anything `load_encoder` accepts) trained on the
+    ImageFolder `train`, scored on `val`. Features are cached in `cache_dir`/features (default
+    $VIDSSL_CACHE_DIR or ~/.cache/vidssl) unless `cache=False`. Returns the plain dict that
+    `vidssl eval knn --json` writes: {'eval', 'weights', ..., 'metrics': {'top1@K': %, 'top5@K': %}}."""
+    ks = [int(v) for v in k]
+    if not ks or any(v < 1 for v in ks) or temperature <= 0:
+        raise VidsslError("--k values must be >= 1 and --temperature > 0")
+    tr, va = read_train_val(train, val)
+    vit, name, wid = prepare_encoder(encoder, checkpoint_key=checkpoint_key, seed=seed, device=device,
+                                     weights_id=weights_id)
+    check_patch_multiple(vit, image_size, "--image-size")
+    store = FeatureCache.at(cache_dir, cache and wid is not None)
+    tf, tid = eval_transform(image_size), eval_transform_id(image_size)
+    common = dict(batch_size=batch_size, num_workers=num_workers)
+    feats = {}
+    for role, data in (("train", tr), ("val", va)):
+        feats[role] = cached_image_features(vit, wid or "", data.paths, tf, tid, cls_features, "cls", store,
+                                            desc=f"{role} features", **common)
+        warn_non_finite(feats[role], f"{role} images in {data.root}")
+    metrics = knn_evaluate(feats["train"], tr.labels, feats["val"], va.labels, ks, temperature, len(tr.classes))
+    return clean({"eval": "knn", "weights": name, "train": str(train), "val": str(val),
+                  "temperature": temperature, "image_size": image_size,
+                  "n_train": len(tr.items), "n_val": len(va.items), "metrics": metrics})

@@ -13,6 +13,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from vidssl.io import write_json
+
 LEARNED_NAME = "learned.json"
 DIAGNOSTICS = ("teacher_entropy", "teacher_batch_entropy", "kl", "center_norm", "mask_iou", "plan_distance")
 
@@ -81,6 +83,6 @@ def learned_report(run_dir: Path, out_dim: int, truth: Path | None = None, seeds
     if pictures:
         shown = pictures if len(pictures) <= 2 else [pictures[0], pictures[-1]]  # the loss curve, the last tracks
         lines.append(f"  pictures: {', '.join(shown)}")
-    (run_dir / LEARNED_NAME).write_text(json.dumps(result, indent=1))
+    write_json(run_dir / LEARNED_NAME, result, indent=1)
     lines.append(f"  all numbers: {run_dir / LEARNED_NAME}")
     return "\n".join(lines), result

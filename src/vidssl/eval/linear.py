@@ -15,12 +15,22 @@ last epoch's next to it.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 from tqdm import tqdm
+
+from vidssl.errors import VidsslError
+from vidssl.eval.datasets import (ImageListDataset, eval_transform, eval_transform_id, read_train_val,
+                                  train_transform)
+from vidssl.eval.features import (EncoderLike, FeatureCache, as_vit, cached_image_features, check_patch_multiple,
+                                  last_blocks_features, prepare_encoder, warn_non_finite)
+from vidssl.eval.report import clean
 
 
 def make_classifier(dim: int, num_classes: int) -> nn.Linear:
@@ -128,3 +138,72 @@ def linear_probe_full(
             yield f, y.to(f.device)
 
     return _train(dim, num_classes, epochs, batch_size, base_lr, batches, val_features, val_labels, seed)
+
+
+def evaluate_linear(
+    encoder: EncoderLike,
+    train: str | Path,
+    val: str | Path,
+    *,
+    mode: Literal["full", "fast"] = "full",
+    epochs: int = 100,
+    lr: float = 0.01,
+    train_batch_size: int = 256,
+    n_last_blocks: int = 4,
+    avgpool: bool = False,
+    image_size: int = 224,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    checkpoint_key: str = "teacher",
+    seed: int = 0,
+    device: str | None = None,
+    weights_id: str | None = None,
+) -> dict[str, Any]:
+    """DINO's linear probe of `encoder` (a model, or anything `load_encoder` accepts) on ImageFolder
+    `train` / `val`. `mode='full'` re-augments the train images every epoch (DINO); `'fast'` trains on
+    cached center-crop features. `seed` seeds `random:NAME`, the classifier and the data order.
+    Returns the plain dict that `vidssl eval linear --json` writes."""
+    if mode not in ("full", "fast"):
+        raise VidsslError(f"--mode {mode}: valid modes are full, fast")
+    if epochs < 1 or n_last_blocks < 1 or train_batch_size < 1:
+        raise VidsslError("--epochs, --n-last-blocks and --train-batch-size must be at least 1")
+    tr, va = read_train_val(train, val)
+    vit, name, wid = prepare_encoder(encoder, checkpoint_key=checkpoint_key, seed=seed, device=device,
+                                     weights_id=weights_id)
+    check_patch_multiple(vit, image_size, "--image-size")
+    blocks = len(as_vit(vit).blocks)
+    if n_last_blocks > blocks:
+        raise VidsslError(f"--n-last-blocks {n_last_blocks} exceeds the {blocks} blocks of the model")
+    store = FeatureCache.at(cache_dir, cache and wid is not None)
+    tf, tid = eval_transform(image_size), eval_transform_id(image_size)
+    fn = partial(last_blocks_features, n_last_blocks=n_last_blocks, avgpool=avgpool)
+    fid = f"last{n_last_blocks}cls{'+avg' if avgpool else ''}"
+    common = dict(batch_size=batch_size, num_workers=num_workers)
+    fva = cached_image_features(vit, wid or "", va.paths, tf, tid, fn, fid, store, desc="val features", **common)
+    warn_non_finite(fva, f"val images in {va.root}")
+    n_classes = len(tr.classes)
+    hp = dict(epochs=epochs, batch_size=train_batch_size, base_lr=lr, seed=seed)
+    dev = next(vit.parameters()).device
+    if mode == "fast":
+        ftr = cached_image_features(vit, wid or "", tr.paths, tf, tid, fn, fid, store, desc="train features", **common)
+        warn_non_finite(ftr, f"train images in {tr.root}")
+        metrics = linear_probe_on_features(ftr.to(dev), tr.labels.to(dev), fva.to(dev), va.labels.to(dev),
+                                           n_classes, **hp)
+    else:
+        ds = ImageListDataset(tr.paths, train_transform(image_size))
+        labels = tr.labels
+
+        def loader(epoch: int):
+            g = torch.Generator().manual_seed(seed * 1000 + epoch)
+            for x, i in DataLoader(ds, batch_size=train_batch_size, shuffle=True, generator=g,
+                                   num_workers=num_workers):
+                yield x.to(dev), labels[i].to(dev)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the augmentations draw from the global RNG
+            metrics = linear_probe_full(lambda x: fn(vit, x).float(), loader, fva.shape[1], fva.to(dev),
+                                        va.labels.to(dev), n_classes, **hp)
+    return clean({"eval": "linear", "mode": mode, "weights": name, "train": str(train), "val": str(val),
+                  "n_last_blocks": n_last_blocks, "avgpool": avgpool, "image_size": image_size, "metrics": metrics})

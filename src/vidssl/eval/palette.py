@@ -29,13 +29,15 @@ def davis_palette(n: int = 256) -> np.ndarray:
 
 
 def write_indexed_png(path: str | Path, labels: np.ndarray) -> None:
-    """Save a (H, W) label map as a palette ('P') PNG with the DAVIS colours."""
+    """Save a (H, W) label map as a palette ('P') PNG with the DAVIS colours (atomically, through
+    `vidssl.io`: a failed write is a one-line OutputError naming the path)."""
+    from vidssl.io import atomic_write
+
     if labels.max(initial=0) > 255 or labels.min(initial=0) < 0:
         raise ValueError("labels must be in 0..255 for an indexed PNG")
     im = Image.fromarray(labels.astype(np.uint8), mode="P")
     im.putpalette(davis_palette().reshape(-1).tolist())
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    im.save(path)
+    atomic_write(path, lambda tmp: im.save(tmp, format="PNG"))
 
 
 def read_label_png(path: str | Path) -> np.ndarray:

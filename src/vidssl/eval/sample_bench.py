@@ -20,10 +20,12 @@ import torch.nn as nn
 from PIL import Image
 
 from vidssl.data.sample import HEIGHT, NUM_FRAMES, NUM_OBJECTS, SAMPLE_VERSION, WIDTH, render_labelled
-from vidssl.eval.davis import DavisParams, evaluate_davis
-from vidssl.eval.features import FeatureCache, cached_image_features, cls_features, eval_transform, read_image_folder
+from vidssl.eval.datasets import eval_transform, eval_transform_id, read_image_folder
+from vidssl.eval.davis import DavisParams, segment_and_score
+from vidssl.eval.features import FeatureCache, cached_image_features, cls_features
 from vidssl.eval.knn import knn_evaluate
 from vidssl.eval.palette import write_indexed_png
+from vidssl.io import atomic_write, write_json, write_text
 
 HELD_OUT = 480  # frames rendered past the video's end
 SEQUENCE_LENGTH = 24
@@ -71,9 +73,7 @@ def _crops(frames: np.ndarray, labels: np.ndarray, root: Path, every: int, tag: 
             y0, y1 = max(0, ys.min() - 4), min(HEIGHT, ys.max() + 5)
             x0, x1 = max(0, xs.min() - 4), min(WIDTH, xs.max() + 5)
             crop = Image.fromarray(frames[t, y0:y1, x0:x1]).resize((CROP_SIZE, CROP_SIZE), Image.BILINEAR)
-            out = root / f"object_{obj:02d}" / f"{tag}{t:05d}.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            crop.save(out)
+            atomic_write(root / f"object_{obj:02d}" / f"{tag}{t:05d}.png", lambda tmp: crop.save(tmp, format="PNG"))
             n += 1
     return n
 
@@ -93,32 +93,28 @@ def write_ground_truth(root: Path, seed: int = 0) -> dict:
         remap = np.zeros(NUM_OBJECTS + 1, np.uint8)
         remap[objs] = np.arange(1, len(objs) + 1)
         for i in range(SEQUENCE_LENGTH):
-            Image.fromarray(frames[s + i]).save(_mkparent(davis / "JPEGImages" / "480p" / name / f"{i:05d}.png"))
+            frame = Image.fromarray(frames[s + i])
+            atomic_write(davis / "JPEGImages" / "480p" / name / f"{i:05d}.png", lambda tmp: frame.save(tmp, format="PNG"))
             write_indexed_png(davis / "Annotations" / "480p" / name / f"{i:05d}.png", remap[labels[s + i]])
         names.append(name)
-    _mkparent(davis / "ImageSets" / "2017" / "val.txt").write_text("".join(n + "\n" for n in names))
+    write_text(davis / "ImageSets" / "2017" / "val.txt", "".join(n + "\n" for n in names))
     train_frames, train_labels = render_labelled(seed, 0, NUM_FRAMES)
     summary = {
         "sequences": names,
         "train_crops": _crops(train_frames, train_labels, root / "objects" / "train", 10, "f"),
         "val_crops": _crops(frames, labels, root / "objects" / "val", 6, "h"),
     }
-    done.write_text(json.dumps(summary))
+    write_json(done, summary, indent=None)
     return summary
-
-
-def _mkparent(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def score_encoder(vit: nn.Module, root: Path, weights_id: str = "", cache: FeatureCache | None = None) -> dict[str, float]:
     """{'J&F': %, 'knn_top1': %} of an encoder on the sample's ground truth (k-NN at k = 20)."""
     root = Path(root)
     cache = cache or FeatureCache(None)
-    davis = evaluate_davis(vit, root / "davis", params=DAVIS_PARAMS, cache=cache, weights_id=weights_id)
+    davis = segment_and_score(vit, root / "davis", params=DAVIS_PARAMS, cache=cache, weights_id=weights_id)
     train, val = read_image_folder(root / "objects" / "train"), read_image_folder(root / "objects" / "val")
-    tf, tid = eval_transform(KNN_IMAGE_SIZE), f"dino-eval-{KNN_IMAGE_SIZE}"
+    tf, tid = eval_transform(KNN_IMAGE_SIZE), eval_transform_id(KNN_IMAGE_SIZE)
     feats = [cached_image_features(vit, weights_id, [p for p, _ in s.items], tf, tid, cls_features, "cls", cache)
              for s in (train, val)]
     knn = knn_evaluate(feats[0], train.labels, feats[1], val.labels, ks=(20,), num_classes=len(train.classes))

@@ -8,6 +8,7 @@ with an annotation is a sample and its sequence is its clip (or consecutive chun
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -16,29 +17,36 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vidssl.errors import VidsslError
+from vidssl.eval.datasets import IMAGENET_MEAN, IMAGENET_STD, DatasetError, check_name, open_rgb
 from vidssl.eval.davis import read_davis
-from vidssl.eval.features import IMAGENET_MEAN, IMAGENET_STD, open_rgb
 from vidssl.eval.palette import read_label_png
-from vidssl.eval.unsup_seg import SegSample
+
+
+@dataclass(frozen=True)
+class SegSample:
+    image: Path
+    mask: Path
+    clip: str  # the video a frame belongs to (its own name for independent images)
 
 
 def read_voc(root: str | Path, split: str = "val") -> list[SegSample]:
     root = Path(root)
+    check_name(split, "split", root)
     listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not listing.is_file():
-        raise VidsslError(f"{listing}: split file not found (expected the VOC layout ImageSets/Segmentation/{split}.txt)")
+        raise DatasetError(f"{listing}: split file not found (expected the VOC layout ImageSets/Segmentation/{split}.txt)")
     out = []
     for name in (n.strip() for n in listing.read_text().splitlines()):
         if not name:
             continue
+        check_name(name, "image id", listing)
         img, mask = root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClass" / f"{name}.png"
         for p in (img, mask):
             if not p.is_file():
-                raise VidsslError(f"{p}: listed in {listing} but missing")
+                raise DatasetError(f"{p}: listed in {listing} but missing")
         out.append(SegSample(img, mask, name))
     if not out:
-        raise VidsslError(f"{listing}: lists no images")
+        raise DatasetError(f"{listing}: lists no images")
     return out
 
 

@@ -23,9 +23,8 @@ every pixel, one image at a time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import faiss
 import numpy as np
@@ -34,6 +33,10 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from vidssl.errors import VidsslError
+from vidssl.eval.features import (EncoderLike, FeatureCache, check_patch_multiple, compute_features, feature_key,
+                                  patch_features, prepare_encoder, warn_non_finite)
+from vidssl.eval.report import clean
+from vidssl.eval.seg_data import SegImages, load_mask, read_davis_samples, read_voc
 
 VOID = 255
 
@@ -186,13 +189,6 @@ def cluster_maps(maps: Sequence[torch.Tensor], k: int, eval_size: tuple[int, int
 # --------------------------------------------------------------------------- protocols
 
 
-@dataclass(frozen=True)
-class SegSample:
-    image: Path
-    mask: Path
-    clip: str  # the video a frame belongs to (its own name for independent images)
-
-
 Protocol = Literal["frame", "clip", "dataset"]
 
 
@@ -240,3 +236,64 @@ def evaluate_clusters(
     if not scores:
         raise VidsslError("no image with non-void ground truth to score")
     return {"mIoU": 100.0 * float(np.mean(scores)), "units": float(len(scores))}
+
+
+def evaluate_unsup_seg(
+    encoder: EncoderLike,
+    data: str | Path,
+    layout: Literal["voc", "davis"],
+    *,
+    split: str = "val",
+    protocols: Sequence[Protocol] | None = None,
+    num_clusters: int | None = None,
+    many_to_one: bool = False,
+    precision_based: bool = False,
+    input_size: int = 224,
+    eval_size: int = 112,
+    clip_frames: int = 0,
+    kmeans_seed: int = 1,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    checkpoint_key: str = "teacher",
+    seed: int = 0,
+    device: str | None = None,
+    weights_id: str | None = None,
+) -> dict[str, Any]:
+    """TimeT's k-means segmentation of `encoder` (a model, or anything `load_encoder` accepts) on a
+    VOC or DAVIS layout at `data`. `protocols` default: voc frame + dataset, davis frame + clip.
+    Returns the plain dict that `vidssl eval unsup-seg --json` writes (mIoU per protocol)."""
+    if layout not in ("voc", "davis"):
+        raise VidsslError(f"--layout {layout}: valid layouts are voc, davis")
+    protocols = list(protocols or (["frame", "dataset"] if layout == "voc" else ["frame", "clip"]))
+    if "clip" in protocols and layout != "davis":
+        raise VidsslError("--protocol clip needs video clips: use --layout davis")
+    if num_clusters is not None and num_clusters < 1:
+        raise VidsslError("--num-clusters must be at least 1")
+    if precision_based and not many_to_one:
+        raise VidsslError("--precision-based only applies with --many-to-one")
+    samples = read_voc(data, split) if layout == "voc" else read_davis_samples(data, split, clip_frames)
+    vit, name, wid = prepare_encoder(encoder, checkpoint_key=checkpoint_key, seed=seed, device=device,
+                                     weights_id=weights_id)
+    check_patch_multiple(vit, input_size, "--input-size")
+    key = feature_key(wid or "", [s.image for s in samples], f"square-bilinear-{input_size}", "patch-last")
+
+    def compute() -> dict[str, torch.Tensor]:
+        feats = compute_features(vit, SegImages(samples, input_size), patch_features,
+                                 batch_size=batch_size, num_workers=num_workers, desc="patch features")
+        return {"features": feats.half()}  # (N, D, h, w), half precision to keep the cache small
+
+    feats = FeatureCache.at(cache_dir, cache and wid is not None).get_or_compute(key, compute)["features"].float()
+    warn_non_finite(feats, f"images of {data}")
+    gts = [load_mask(s, eval_size) for s in samples]
+    groups = [s.clip for s in samples]
+    metrics = {}
+    for protocol in protocols:
+        metrics[protocol] = evaluate_clusters(list(feats), gts, groups, protocol, num_clusters=num_clusters,
+                                              many_to_one=many_to_one, precision_based=precision_based,
+                                              seed=kmeans_seed)
+    return clean({"eval": "unsup-seg", "weights": name, "data": str(data), "layout": layout,
+                  "split": split, "num_clusters": num_clusters, "many_to_one": many_to_one,
+                  "precision_based": precision_based, "input_size": input_size, "eval_size": eval_size,
+                  "images": len(samples), "metrics": metrics})

@@ -6,15 +6,11 @@ import importlib
 
 from vidssl.config import Config
 from vidssl.methods.base import Method, StepInfo
-
-REGISTRY = {
-    "dino": "vidssl.methods.dino:DINO",
-    "dora": "vidssl.methods.dora:DoRA",
-}
+from vidssl.registry import METHODS
 
 
 def build_method(cfg: Config) -> Method:
-    module_name, class_name = REGISTRY[cfg.method.name].split(":")
+    module_name, class_name = METHODS[cfg.method.name].split(":")
     return getattr(importlib.import_module(module_name), class_name)(cfg)
 
 

@@ -9,7 +9,6 @@ optimiser, schedules, EMA of the teacher, precision, devices, checkpoints and lo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -78,6 +77,6 @@ class Method(nn.Module):
         # The engine calls the method through Fabric's wrapper (DDP, autocast), hence forward.
         return self.training_step(views, info)
 
-    def write_pictures(self, run_dir: Path, clip: torch.Tensor, epoch: int) -> None:
-        """Pictures of what the method sees on a fixed clip, uint8 (T, H, W, 3); rank 0 only.
-        The base writes nothing."""
+    def cancel_last_layer_gradients(self) -> None:
+        """Called by the engine after backward while `optim.freeze_last_layer` epochs last."""
+        self.student["head"].cancel_last_layer_gradients()

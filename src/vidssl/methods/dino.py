@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from vidssl.config import Config
-from vidssl.data.transforms import MultiCropFrames, normalize
+from vidssl.data.transforms import normalize
+from vidssl.methods.dino_views import MultiCropFrames
 from vidssl.methods.base import Method, StepInfo, build_student_teacher
 from vidssl.methods.diagnostics import step_diagnostics
 from vidssl.methods.dino_loss import DistillationLoss

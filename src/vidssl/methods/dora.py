@@ -13,18 +13,17 @@ One step on B clips of T frames (SPEC 1.5-1.7), frames always folded into the ba
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from vidssl.config import Config, ConfigError
-from vidssl.data.clip_views import DoRAClipViews
 from vidssl.data.transforms import normalize
 from vidssl.methods.base import Method, StepInfo, build_student_teacher
 from vidssl.methods.diagnostics import mask_pairwise_iou, plan_distance_from_uniform, step_diagnostics
 from vidssl.methods.dino_loss import DistillationLoss
+from vidssl.methods.dora_views import DoRAClipViews
 from vidssl.ops.tracking import choose_heads, mask_frames, track_clips
 
 
@@ -133,20 +132,3 @@ class DoRA(Method):
         if local_ce is not None:
             logs["local_ce"] = local_ce.mean().item()
         return loss, logs
-
-    @torch.no_grad()
-    def write_pictures(self, run_dir: Path, clip: torch.Tensor, epoch: int) -> None:
-        """The teacher's tracks of the fixed clip: `tracks/epoch_XXXX.png` and `.gif` in the run dir."""
-        from vidssl.viz.tracks import object_overlay, save_tracks_png, track_clip_picture, write_clip_video
-
-        m = self.cfg.method
-        encoder = self.teacher["backbone"]
-        heads = choose_heads(encoder.num_heads, m.num_objects, generator=torch.Generator().manual_seed(0))
-        frames, masks, _ = track_clip_picture(
-            encoder, clip, self.cfg.aug.global_crop_size, m.num_objects, m.sinkhorn_iters, m.sinkhorn_eps,
-            m.mask_threshold, m.track_features, heads=heads,
-        )
-        out = Path(run_dir) / "tracks"
-        title = f"epoch {epoch}: {m.num_objects} objects tracked by the teacher (heads {heads.tolist()})"
-        save_tracks_png(out / f"epoch_{epoch:04d}.png", frames, masks, title)
-        write_clip_video(out / f"epoch_{epoch:04d}.gif", object_overlay(frames, masks))

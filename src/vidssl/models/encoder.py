@@ -1,4 +1,5 @@
-"""Encoder: a timm ViT plus the one extra call DoRA needs (the last block's q, k and [CLS] attention)."""
+"""Encoder: a timm ViT plus the one extra call DoRA needs (the last block's q, k, [CLS] attention
+and attention output)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class LastAttention(NamedTuple):
     q: torch.Tensor  # (B, h, N+1, d_h) last block queries, before the 1/sqrt(d_h) scaling
     k: torch.Tensor  # (B, h, N+1, d_h) last block keys
     cls_attention: torch.Tensor  # (B, h, N) softmax row of [CLS] over all tokens, [CLS] column dropped
+    attention_output: torch.Tensor  # (B, N, D) patches' last-block A V, heads concatenated, before the projection
 
 
 class Encoder(nn.Module):
@@ -57,12 +59,13 @@ class Encoder(nn.Module):
         return vit.norm_pre(x)
 
     def encode_with_last_attention(self, x: torch.Tensor) -> LastAttention:
-        """One pass that also returns the last block's queries, keys and [CLS]->patch attention.
+        """One pass that also returns the last block's queries, keys, [CLS]->patch attention and
+        attention output (Z~ of the paper's Figure 3, SPEC 1.9 D4).
 
         All blocks but the last run timm's own (fused) forward. The last block's output uses
         fused scaled-dot-product attention too; only the [CLS] row of its attention matrix,
         (B, h, 1, N+1), is formed explicitly, which is all DoRA reads.
-        q, k and the attention are detached: DoRA builds masks from them, never gradients.
+        q, k, the attention and its output are detached: DoRA builds masks from them, never gradients.
         """
         vit = self.vit
         tokens = self._embed(x)
@@ -76,6 +79,7 @@ class Encoder(nn.Module):
         q, k = attn.q_norm(q), attn.k_norm(k)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.attn_drop.p if self.training else 0.0)
         out = attn.norm(out.transpose(1, 2).reshape(B, L, -1))
+        attention_output = out.detach()
         out = attn.proj_drop(attn.proj(out))
         tokens = tokens + block.drop_path1(block.ls1(out))
         tokens = tokens + block.drop_path2(block.ls2(block.mlp(block.norm2(tokens))))
@@ -84,4 +88,4 @@ class Encoder(nn.Module):
             cls_row = (q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)  # (B, h, 1, L)
             cls_attention = cls_row.float().softmax(dim=-1)[:, :, 0, self.num_prefix_tokens :]
         p = self.num_prefix_tokens
-        return LastAttention(tokens[:, 0], tokens[:, p:], q.detach(), k.detach(), cls_attention)
+        return LastAttention(tokens[:, 0], tokens[:, p:], q.detach(), k.detach(), cls_attention, attention_output[:, p:])

@@ -49,3 +49,8 @@ class DINOHead(nn.Module):
         x = self.mlp(x)
         x = F.normalize(x, dim=-1, p=2)
         return self.last_layer(x)
+
+    def cancel_last_layer_gradients(self) -> None:
+        """DINO freezes the last layer during the first epoch(s) (`optim.freeze_last_layer`): drop its gradients."""
+        for p in self.last_layer.parameters():
+            p.grad = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import timm
 import torch.nn as nn
 
-ARCHS = ("vit_tiny", "vit_small", "vit_base")
+from vidssl.registry import ARCHS
 
 
 def timm_model_name(arch: str, patch_size: int) -> str:

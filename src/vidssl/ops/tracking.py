@@ -9,10 +9,9 @@ Notation: B clips, T frames, h heads, N patches, d_h head dim, D = h * d_h, k ob
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -152,26 +151,6 @@ def track(
     return Tracks(heads, prototypes, assignment, refined, attention, masks)
 
 
-@contextlib.contextmanager
-def capture_attention_output(encoder: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Collect the last block's attention output A V (heads concatenated, before the projection).
-
-    This is Z~ of the paper's Figure 3 (SPEC 1.9 D4). It is read with a forward pre-hook on the
-    last block's `attn.proj`, so the encoder's fused attention is untouched. Yields a list that
-    receives one (B, L, D) tensor (all tokens, detached) per forward pass.
-    """
-    captured: list[torch.Tensor] = []
-
-    def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        captured.append(args[0].detach())
-
-    handle = encoder.vit.blocks[-1].attn.proj.register_forward_pre_hook(hook)
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
 def track_clips(
     encoder: nn.Module,
     frames: torch.Tensor,
@@ -193,16 +172,11 @@ def track_clips(
     if heads is None:
         heads = choose_heads(encoder.num_heads, k)
     p = encoder.num_prefix_tokens
+    if features not in ("attention_output", "final_tokens"):
+        raise ValueError(f"unknown tracker features {features!r}; valid: 'attention_output', 'final_tokens'")
     with torch.no_grad():
-        if features == "attention_output":
-            with capture_attention_output(encoder) as captured:
-                out = encoder.encode_with_last_attention(frames.flatten(0, 1))
-            z = captured[-1][:, p:]  # (B*T, N, D)
-        elif features == "final_tokens":
-            out = encoder.encode_with_last_attention(frames.flatten(0, 1))
-            z = out.patches
-        else:
-            raise ValueError(f"unknown tracker features {features!r}; valid: 'attention_output', 'final_tokens'")
+        out = encoder.encode_with_last_attention(frames.flatten(0, 1))
+    z = out.attention_output if features == "attention_output" else out.patches  # (B*T, N, D)
     h, L, dh = out.q.shape[1:]
     q = out.q.reshape(B, T, h, L, dh)[:, 0, :, p:]  # (B, h, N, d_h) frame 0
     keys = out.k.reshape(B, T, h, L, dh)[:, :, :, p:]  # (B, T, h, N, d_h)

@@ -98,24 +98,3 @@ def read_image(path: str | Path) -> torch.Tensor:
     except (UnidentifiedImageError, OSError) as e:
         raise VidsslError(f"{p}: cannot be read as an image ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
-
-
-def read_video_frames(path: str | Path, indices: list[int]) -> torch.Tensor:
-    """Frames `indices` of a video as uint8 (T, H, W, 3), with the data layer's reader.
-
-    Errors name the file: missing, not a video, too short for the frames asked for."""
-    from vidssl.data.video import open_reader, probe_video
-
-    info = probe_video(path)
-    last = max(indices)
-    if min(indices) < 0 or last >= info.num_frames:
-        raise VidsslError(f"{path} has {info.num_frames} frames; frame {last} was asked for")
-    reader = open_reader(path)
-    try:
-        frames, missing = reader.read(sorted(indices))
-    finally:
-        reader.close()
-    if missing:
-        i, why = next(iter(sorted(missing.items())))
-        raise VidsslError(f"{path}: frame {i} could not be decoded ({why})")
-    return torch.from_numpy(np.stack([frames[i] for i in indices]))

@@ -8,18 +8,19 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
+from vidssl.io import atomic_write
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
 def save_figure(fig: "plt.Figure", path: Path, dpi: int = 100) -> Path:
-    """Lay out, write (creating the folder) and close a figure."""
+    """Lay out, write (atomically, creating the folder) and close a figure."""
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
+    finally:
+        plt.close(fig)
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -18,31 +18,10 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from vidssl.errors import VidsslError
-from vidssl.eval.features import IMAGENET_MEAN, IMAGENET_STD, as_vit, patch_features
+from vidssl.io import atomic_write
+from vidssl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vidssl.eval.features import as_vit, patch_features
 from vidssl.eval.unsup_seg import assign, kmeans, standardize_pca
-
-
-def read_video_frames(path: str | Path, *, max_frames: int = 300, step: int = 1,
-                      short_side: int | None = 360) -> tuple[np.ndarray, float]:
-    """Frames 0, step, 2*step, ... (at most max_frames) as uint8 (T, H, W, 3), downscaled so the
-    short side is at most `short_side`, and the fps of the output. Read by the data layer's
-    persistent reader (one forward pass)."""
-    from vidssl.data.video import open_reader, probe_video
-
-    if step < 1 or max_frames < 1:
-        raise VidsslError("--frame-step and --max-frames must be at least 1")
-    info = probe_video(path)
-    indices = list(range(0, info.num_frames, step))[:max_frames]
-    reader = open_reader(path, short_side=short_side)
-    try:
-        got, missing = reader.read(indices)
-    finally:
-        reader.close()
-    if not got:
-        reasons = "; ".join(sorted(set(missing.values())))[:200]
-        raise VidsslError(f"{path}: no frame could be decoded ({reasons or 'empty stream'})")
-    return np.stack([got[i] for i in sorted(got)]), info.fps / step
 
 
 def input_size(h: int, w: int, short_side: int, patch: int) -> tuple[int, int]:
@@ -107,30 +86,6 @@ def overlay(frames: np.ndarray, labels: np.ndarray, k: int, alpha: float = 0.55)
     return out
 
 
-def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
-    """MP4 (H.264 via PyAV) or GIF (Pillow), chosen by the suffix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".gif":
-        ims = [Image.fromarray(f) for f in frames]
-        ims[0].save(path, save_all=True, append_images=ims[1:], duration=max(20, int(1000 / fps)), loop=0)
-        return
-    if path.suffix.lower() != ".mp4":
-        raise VidsslError(f"--out {path}: use a .mp4 or .gif file name")
-    import av
-    from fractions import Fraction
-
-    T, H, W, _ = frames.shape
-    frames = frames[:, : H - H % 2, : W - W % 2]  # yuv420p needs even sizes
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def write_strip(path: Path, frames: np.ndarray, blended: np.ndarray, n: int = 8, height: int = 160) -> None:
     """PNG: n evenly spaced frames on top, their segmentations below."""
     idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
@@ -138,5 +93,5 @@ def write_strip(path: Path, frames: np.ndarray, blended: np.ndarray, n: int = 8,
     w = max(1, round(W * height / H))
     top = np.concatenate([np.array(Image.fromarray(frames[i]).resize((w, height))) for i in idx], axis=1)
     bottom = np.concatenate([np.array(Image.fromarray(blended[i]).resize((w, height))) for i in idx], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate([top, bottom], axis=0)).save(path)
+    strip = Image.fromarray(np.concatenate([top, bottom], axis=0))
+    atomic_write(path, strip.save)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidssl.data.writer import write_video
 from vidssl.errors import VidsslError
 
 # Distinct, colour-blind friendly-ish colours; objects beyond the list reuse them in order.
@@ -103,34 +104,13 @@ def save_tracks_png(path: Path, frames: torch.Tensor | np.ndarray, masks: torch.
 
 
 def write_clip_video(path: Path, frames: np.ndarray, fps: float = 4.0, min_size: int = 256) -> Path:
-    """uint8 (T, H, W, 3) -> .mp4 (H.264 via PyAV) or .gif (Pillow), enlarged to at least min_size."""
+    """uint8 (T, H, W, 3) -> .mp4 (H.264) or .gif, enlarged (pixels repeated) to at least min_size."""
     path = Path(path)
+    if path.suffix.lower() not in (".mp4", ".gif"):
+        raise VidsslError(f"{path}: unsupported video format '{path.suffix}'; use .mp4 or .gif")
     frames = np.asarray(frames, dtype=np.uint8)
     scale = max(1, int(np.ceil(min_size / min(frames.shape[1:3]))))
-    frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    if suffix == ".gif":
-        from PIL import Image
-
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    elif suffix == ".mp4":
-        import av
-
-        frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p needs even sizes
-        with av.open(str(path), mode="w") as container:
-            stream = container.add_stream("libx264", rate=max(1, round(fps)))
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            for f in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-    else:
-        raise VidsslError(f"{path}: unsupported video format '{suffix}'; use .mp4 or .gif")
-    return path
+    return write_video(path, frames.repeat(scale, axis=1).repeat(scale, axis=2), fps=fps)
 
 
 def center_square(clip: torch.Tensor, size: int) -> torch.Tensor:
