@@ -13,7 +13,7 @@ import pytest
 
 from vidssl.data.ingest import IngestOptions, ingest
 from vidssl.data.store import open_store
-from vidssl.data.video import PyAVReader
+from vidssl.data.video import PyAVReader, TorchCodecReader
 
 N, W, H, BITS = 48, 64, 48, 6
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg binary")
@@ -85,6 +85,17 @@ def test_reader_random_access_equals_ffmpeg_sequential(video):
         for i in idx:
             np.testing.assert_array_equal(got[i], ref[i], err_msg=f"{video.name}: frame {i}")
     reader.close()
+
+
+def test_torchcodec_reader_gives_every_frame_ffmpeg_gives(video):
+    """torchcodec alone loses the last frame of the B-frame AVI; the reader must not."""
+    pytest.importorskip("torchcodec")
+    ref = ffmpeg_decode(video)
+    reader = TorchCodecReader(video)
+    got, missing = reader.read(list(range(N)))
+    reader.close()
+    assert not missing, missing
+    assert [number_of(got[i]) for i in range(N)] == list(range(N))
 
 
 def test_ingest_stores_every_frame_in_order(video, tmp_path):

@@ -289,9 +289,14 @@ class TorchCodecReader:
         self.num_frames = int(md.num_frames or 0)
         self.size = resized_size(int(md.width), int(md.height), short_side)
         self.resize = self.size != (int(md.width), int(md.height))
+        self.short_side = short_side
+        self.pyav: PyAVReader | None = None  # opened only for frames torchcodec cannot give
 
     def close(self) -> None:
         self.decoder = None
+        if self.pyav is not None:
+            self.pyav.close()
+            self.pyav = None
 
     def read(self, indices: list[int]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
         wanted = sorted(set(int(i) for i in indices))
@@ -304,17 +309,30 @@ class TorchCodecReader:
             frames = self.decoder.get_frames_at(ok).data if ok else None  # (N, H, W, 3) uint8
         except Exception:
             frames = None
+            failed = {}
             for i in ok:  # one by one, to find the bad ones
                 try:
                     out[i] = self._resize(self.decoder.get_frame_at(i).data[None])[0].numpy()
                 except Exception as e:
-                    missing[i] = f"decode error ({type(e).__name__}: {_short(e)})"
+                    failed[i] = f"decode error ({type(e).__name__}: {_short(e)})"
+            missing.update(self._ask_pyav(failed, out))
             return out, missing
         if frames is not None:
             frames = self._resize(frames)
             for j, i in enumerate(ok):
                 out[i] = frames[j].numpy()
         return out, missing
+
+    def _ask_pyav(self, failed: dict[int, str], out: dict[int, np.ndarray]) -> dict[int, str]:
+        """torchcodec drops frames FFmpeg can produce (the last frame of an MPEG-4 AVI with
+        B-frames): such frames come from the PyAV reader, so `missing` means FFmpeg could not."""
+        if not failed:
+            return {}
+        if self.pyav is None:
+            self.pyav = PyAVReader(self.path, short_side=self.short_side)
+        got, still = self.pyav.read(sorted(failed))
+        out.update(got)
+        return {i: failed[i] for i in still}
 
     def _resize(self, frames):
         import torch
