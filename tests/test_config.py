@@ -103,6 +103,13 @@ def test_dora_preset_holds_the_official_recipe():
         assert getattr(getattr(dino, section), name) == getattr(getattr(cfg, section), name), key
 
 
+def test_official_parity_preset_is_the_recipe_with_the_code_departures():
+    paper, official = to_dict(load_config("dora-vits16-wtours")), to_dict(load_config("dora-vits16-wtours-official"))
+    differ = {(s, k) for s in paper for k in paper[s] if paper[s][k] != official[s][k]}
+    assert differ == {("method", "track_features"), ("method", "official_loss_quirks")}
+    assert official["method"]["track_features"] == "final_tokens" and official["method"]["official_loss_quirks"] is True
+
+
 def test_default_preset_is_a_tiny_dora():
     cfg = load_config("default")
     assert cfg.method.name == "dora" and cfg.model.arch == "vit_tiny" and cfg.data.frames_per_clip > 1

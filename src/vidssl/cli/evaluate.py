@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--train", required=True, metavar="DIR", help="training images, ImageFolder layout DIR/CLASS/IMAGE")
     p.add_argument("--val", required=True, metavar="DIR", help="validation images, ImageFolder layout with the same classes")
-    p.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200], help="numbers of neighbours (default 10 20 100 200)")
+    p.add_argument("--k", type=int, nargs="+", action="extend", help="numbers of neighbours (default 10 20 100 200)")
     p.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(similarity / T) (default 0.07)")
     p.add_argument("--image-size", type=int, default=224,
                    help="center-crop size; images are first resized to size*256/224 (default 224)")
@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="DAVIS-2017 root with JPEGImages/480p, Annotations/480p, ImageSets/2017/SPLIT.txt")
     p.add_argument("--split", default="val", help="split file under ImageSets/2017 (default val)")
     p.add_argument("--out", metavar="DIR", help="write the predicted masks here as DIR/SEQUENCE/FRAME.png")
-    p.add_argument("--sequences", nargs="+", metavar="NAME", help="evaluate only these sequences of the split")
+    p.add_argument("--sequences", nargs="+", action="extend", metavar="NAME", help="evaluate only these sequences of the split")
     p.add_argument("--resolution", type=int, default=480, help="short side of the frames fed to the encoder (default 480)")
     p.add_argument("--long-multiple", type=int, default=64, help="the long side is rounded down to a multiple of this (default 64)")
     p.add_argument("--n-last", type=int, default=7, help="previous frames used as context besides the first (default 7)")
@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", required=True, choices=("voc", "davis"),
                    help="voc: JPEGImages, SegmentationClass, ImageSets/Segmentation; davis: the DAVIS-2017 layout")
     p.add_argument("--split", default="val", help="split file name without .txt (default val)")
-    p.add_argument("--protocol", nargs="+", choices=("frame", "clip", "dataset"),
+    p.add_argument("--protocol", nargs="+", action="extend", choices=("frame", "clip", "dataset"),
                    help="k-means per frame, per clip (davis only) or over the dataset (default: voc frame dataset; davis frame clip)")
     p.add_argument("--num-clusters", type=int, help="K; default the number of ground-truth labels in the unit clustered")
     p.add_argument("--many-to-one", action="store_true", help="over-clustering: greedy cluster -> best-IoU class merging")
@@ -109,10 +109,11 @@ def _cached(args: argparse.Namespace) -> dict:
 
 
 def run_knn(args: argparse.Namespace) -> int:
-    from vidssl.eval.knn import evaluate_knn
+    from vidssl.eval.knn import DEFAULT_KS, evaluate_knn
     from vidssl.eval.report import finish, one_line_warnings
 
     with one_line_warnings():
+        args.k = args.k or list(DEFAULT_KS)  # not an argparse default: `extend` would add to it
         result = evaluate_knn(args.weights, args.train, args.val, k=args.k, temperature=args.temperature,
                               image_size=args.image_size, **_cached(args), **_encoder(args))
     metrics = result["metrics"]

@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "args", nargs="*", metavar="[PRESET_OR_YAML] [key=value ...]",
         help=f"a preset name or YAML file (default: '{DEFAULT_PRESET}'), then dotted overrides such as optim.lr=1e-3",
     )
-    p.add_argument("--video", nargs="+", metavar="PATH", help="video file(s) to train on (anything FFmpeg reads)")
+    p.add_argument("--video", nargs="+", action="extend", metavar="PATH",
+                   help="video file(s) to train on (anything FFmpeg reads); repeat the flag or list several")
     p.add_argument("--store", metavar="STORE", help="a frame store written by `vidssl ingest` (faster than --video)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<preset>-<time>); with --resume, the run to continue")
     p.add_argument("--steps", type=int, metavar="N", help="stop after N optimizer steps in total (schedules still span the full run)")

@@ -256,6 +256,11 @@ class _OrderedLoader:
             source: Iterable = DataLoader(
                 self.dataset, batch_size=None, num_workers=min(self.num_workers, max(1, len(self.dataset.tasks))),
                 collate_fn=_first, persistent_workers=False,
+                # Its own generator: a DataLoader otherwise draws its workers' base seed from the
+                # global RNG each time it starts, so a run resumed mid-epoch (one start fewer)
+                # would train with another drop-path stream. Every sample seeds its own
+                # augmentation, so the workers' seed does not matter.
+                generator=torch.Generator().manual_seed(0),
             )
         else:
             source = self.dataset
