@@ -266,3 +266,68 @@ def test_two_process_ddp_keeps_ranks_identical(video, tmp_path):
     assert initial["world_size"] == 2 and initial["step"] == 3
     # the teacher follows the student by EMA, so after training they differ
     assert not torch.equal(r0["student.backbone.vit.blocks.0.attn.qkv.weight"], r0["teacher.backbone.vit.blocks.0.attn.qkv.weight"])
+
+
+DDP_RESUME_SCRIPT = """
+import sys
+from pathlib import Path
+from vidssl.config import load_config
+from vidssl.engine.trainer import Trainer
+out, steps, resume = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "resume"
+cfg = load_config(str(out / "config.yaml")) if resume else load_config("default", sys.argv[4:])
+Trainer(cfg, out, resume=resume).fit(max_steps=steps)
+"""
+
+
+def test_two_process_run_killed_and_resumed_ends_identical(video, tmp_path):
+    """Every rank's RNG streams (drop path, augmentation) are checkpointed: a DDP run SIGKILLed
+    after a checkpoint and resumed ends with the weights of the uninterrupted two-process run."""
+    script = tmp_path / "ddp_resume.py"
+    script.write_text(DDP_RESUME_SCRIPT)
+    overrides = [*TINY_RUN, f"data.videos=[{video}]", "engine.devices=2", "engine.strategy=ddp",
+                 "engine.checkpoint_every=2"]
+
+    def run(out: Path, *extra: str, wait: bool = True) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, str(script), str(out), "7", *extra], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        if wait:
+            assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+        return proc
+
+    run(tmp_path / "full", "new", *overrides)
+    cut = tmp_path / "cut"
+    proc = run(cut, "new", *overrides, wait=False)
+    deadline = time.time() + 300
+    while not (cut / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # both ranks at once, as a lost node would
+    proc.wait()
+    assert torch.load(cut / "checkpoint.pt", weights_only=True)["step"] < 7, "finished before it could be killed"
+    run(cut, "resume")
+    a, b = networks(tmp_path / "full"), networks(cut)
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"resumed DDP run differs from the uninterrupted one in {different[:5]}"
+
+
+def test_resume_restores_the_fp16_grad_scaler(video, tmp_path):
+    """The checkpoint holds the GradScaler's scale and growth tracker, and the first resumed step
+    starts from the saved scale (not from the initial 2^10 again). A real CPU GradScaler under
+    fp16 autocast stands in for the GPU's (Fabric swaps 16-mixed for bf16 on the CPU)."""
+    from lightning.fabric.plugins.precision import MixedPrecision
+
+    cfg_overrides = [*TINY_RUN, f"data.videos=[{video}]"]
+
+    def trainer(resume: bool) -> Trainer:
+        t = Trainer(load_config("default", cfg_overrides), tmp_path / "run", resume=resume)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)  # moves every step
+        t.fabric._strategy.precision = MixedPrecision("16-mixed", "cpu", scaler=scaler)
+        return t
+
+    trainer(False).fit(max_steps=3)
+    saved = ckpt.load(tmp_path / "run")["precision"]
+    assert set(saved) >= {"scale", "_growth_tracker"} and saved["growth_interval"] == 1
+    resumed = trainer(True)
+    resumed.fit(max_steps=4)
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    skipped = row.get("skipped_by_scaler", 0.0) == 1.0
+    assert resumed.fabric.strategy.precision.scaler.get_scale() == saved["scale"] * (0.5 if skipped else 2.0)

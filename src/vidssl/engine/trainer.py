@@ -189,12 +189,30 @@ class Trainer:
                 f"warning: resuming a run of {payload.get('world_size')} processes on {self.fabric.world_size}: "
                 "the data order from here differs from an uninterrupted run"
             )
-        if self.fabric.global_rank == 0:
+        per_rank = payload.get("rng_per_rank")
+        if per_rank is not None and len(per_rank) == self.fabric.world_size:
+            ckpt.set_rng_state(per_rank[self.fabric.global_rank])
+        elif self.fabric.global_rank == 0:
             ckpt.set_rng_state(payload["rng"])
+        if payload.get("precision"):  # the fp16 GradScaler's scale and growth tracker
+            self.fabric.strategy.precision.load_state_dict(payload["precision"])
 
     # ------------------------------------------------------------------ checkpoint
+    def _rng_states_of_all_ranks(self) -> list[dict[str, Any]]:
+        """Every rank's RNG states (drop path, head choice and augmentation draw from them), so a
+        resumed multi-process run replays each rank's streams, not rank 0's everywhere."""
+        state = ckpt.rng_state()
+        if self.fabric.world_size == 1:
+            return [state]
+        import torch.distributed as dist
+
+        states: list[Any] = [None] * self.fabric.world_size
+        dist.all_gather_object(states, state)
+        return states
+
     def save_checkpoint(self) -> None:
         m = self.method
+        rngs = self._rng_states_of_all_ranks()  # a collective: every rank, before rank 0 writes
         if self.fabric.is_global_zero:
             payload = {
                 "format": ckpt.FORMAT,
@@ -208,7 +226,9 @@ class Trainer:
                 "batch_in_epoch": self.batch_in_epoch,
                 "decode_errors": self.decode_errors,
                 "world_size": self.fabric.world_size,
-                "rng": ckpt.rng_state(),
+                "rng": rngs[0],
+                "rng_per_rank": rngs,
+                "precision": self.fabric.strategy.precision.state_dict(),
             }
             ckpt.save_atomic(payload, self.run_dir / ckpt.CHECKPOINT_NAME)
         self.fabric.barrier()
@@ -242,9 +262,14 @@ class Trainer:
             values["grad_norm_max"] = clip_gradients_per_tensor(self.method.student, cfg.optim.clip_grad)
         if self.epoch < cfg.optim.freeze_last_layer:
             self.method.cancel_last_layer_gradients()
+        scaler = getattr(fabric.strategy.precision, "scaler", None)
+        scale_before = scaler.get_scale() if scaler is not None else None
         self.optimizer.step()
         momentum = self.schedules.momentum(self.step)
-        ema_update(self.method.teacher, self.method.student, momentum)
+        if scaler is not None and scaler.get_scale() < scale_before:
+            values["skipped_by_scaler"] = 1.0  # inf/NaN gradients: no update, so no EMA either
+        else:
+            ema_update(self.method.teacher, self.method.student, momentum)
         values.update(loss=loss.item(), momentum=momentum, **logs)
         return values
 
