@@ -11,6 +11,7 @@ from torchvision.transforms import v2
 from vidssl.config import ConfigError, load_config
 from vidssl.engine.optim import ema_update
 from vidssl.methods import StepInfo, build_method
+from vidssl.methods import dora as dora_module
 from vidssl.methods.dora import DoRA
 from vidssl.methods.dora_views import DoRAClipViews
 from vidssl.viz.callbacks import TracksPictures
@@ -51,7 +52,7 @@ def test_clip_views_share_geometry_and_draw_colour_and_locals_per_frame() -> Non
         views_fn(clip.float())
 
 
-def test_training_step_gradients_reach_student_only_and_teacher_moves_by_ema_only() -> None:
+def test_training_step_gradients_reach_student_only_and_teacher_moves_by_ema_only(monkeypatch) -> None:
     cfg = load_config(None, TINY)
     torch.manual_seed(0)
     method = build_method(cfg)
@@ -59,7 +60,12 @@ def test_training_step_gradients_reach_student_only_and_teacher_moves_by_ema_onl
     clips = torch.randint(0, 256, (2, 3, 40, 56, 3), dtype=torch.uint8)
     views = collate(method.make_transform(), clips)
     teacher_before = [p.detach().clone() for p in method.teacher.parameters()]
+    seen = []  # the real loss, called through: record whether its teacher targets carry a graph
+    real_loss = dora_module.multi_object_loss
+    monkeypatch.setattr(dora_module, "multi_object_loss",
+                        lambda c, probs, *a, **kw: seen.append(probs.requires_grad) or real_loss(c, probs, *a, **kw))
     loss, logs = method(views, StepInfo(0, 0, 1, 1))
+    assert seen == [False], "the teacher's targets must not carry gradient"
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is None for p in method.teacher.parameters())

@@ -42,9 +42,13 @@ def test_ema_update_is_convex_combination():
     ema_update(teacher, student, 0.9)
     for t0, t1, s in zip(before, teacher.parameters(), student.parameters()):
         assert torch.allclose(t1, 0.9 * t0 + 0.1 * s)
+    kept = [p.clone() for p in teacher.parameters()]  # taken before the update it is compared with
     ema_update(teacher, student, 1.0)  # m = 1 leaves the teacher as it is
-    for t1, t2 in zip([p.clone() for p in teacher.parameters()], teacher.parameters()):
+    for t1, t2 in zip(kept, teacher.parameters()):
         assert torch.equal(t1, t2)
+    ema_update(teacher, student, 0.0)  # m = 0 copies the student
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        assert torch.equal(t, s)
 
 
 def test_per_tensor_gradient_clipping():
