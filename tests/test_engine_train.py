@@ -54,6 +54,12 @@ def test_lr_reaches_base_times_batch_over_256_at_the_end_of_warm_up(video, tmp_p
     assert t.schedules.lr(t.total_steps) == pytest.approx(t.cfg.optim.min_lr)
 
 
+def test_lr_scale_by_frames_counts_every_frame_as_an_image(video, tmp_path) -> None:
+    t = trainer(video, tmp_path / "run", "data.frames_per_clip=2", "optim.lr_scale_by=frames")
+    t._build()
+    assert t.schedules.lr(t.steps_per_epoch) == pytest.approx(0.05 * 4 * 2 / 256, rel=1e-12)
+
+
 def test_the_last_layer_stays_fixed_through_epoch_0_and_moves_in_epoch_1(video, tmp_path) -> None:
     fresh = trainer(video, tmp_path / "fresh")
     fresh._build()
@@ -100,3 +106,30 @@ def test_weight_decay_never_reaches_biases_and_norms(video, tmp_path) -> None:
             continue
         decays = p.ndim > 1 and not n.endswith(".bias")
         assert torch.equal(p, before[n]) != decays, n
+
+
+def test_mean_upsampling_matches_the_crops_actually_drawn() -> None:
+    from vidssl.data.transforms import RandomResizedCrop
+
+    crop = RandomResizedCrop(300, (0.2, 1.0))
+    torch.manual_seed(0)
+    drawn = [crop.draw(288, 512) for _ in range(4000)]  # a 512x288 frame (16:9 at short side 288)
+    empirical = sum(300 / (h * w) ** 0.5 for _, _, h, w in drawn) / len(drawn)
+    assert crop.mean_upsampling(288, 512) == pytest.approx(empirical, rel=0.03)
+
+
+def test_a_warning_when_frames_are_decoded_too_small_for_the_crop(tmp_path) -> None:
+    from vidssl.data.writer import moving_frames, write_video
+
+    small = write_video(tmp_path / "small.mp4", moving_frames(40, 24, 16), fps=25, gop=8)
+    said: list[str] = []
+    t = Trainer(load_config("default", [*TINY, f"data.videos=[{small}]", "optim.steps_per_epoch=1"]), tmp_path / "run")
+    t._build()
+    t._warn_if_upsampling(said.append)
+    assert len(said) == 1 and "32 px crop enlarges the decoded frames (24x16) 2.2x" in said[0]
+    said.clear()
+    fine = Trainer(load_config("default", [*TINY, f"data.videos=[{small}]", "optim.steps_per_epoch=1",
+                                           "aug.global_crop_size=16", "aug.local_crop_size=16"]), tmp_path / "run2")
+    fine._build()
+    fine._warn_if_upsampling(said.append)
+    assert said == []

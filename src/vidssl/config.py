@@ -107,6 +107,9 @@ class OptimConfig:
     steps_per_epoch: int | None = None  # None: one pass over every clip start
     cap_steps_per_epoch: bool = False  # true: steps_per_epoch is a ceiling, lowered to one pass over shorter data
     lr: float = 0.0005  # at a total batch of 256; scaled linearly with the real total batch
+    # what "total batch" counts for the linear lr rule: clips (the official DoRA run), or frames
+    # (DINO's own rule, every frame being an image); docs/dora.md "The learning-rate rule"
+    lr_scale_by: Literal["clips", "frames"] = "clips"
     min_lr: float = 1e-6
     warmup_epochs: int = 10
     weight_decay: float = 0.04

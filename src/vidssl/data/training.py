@@ -185,8 +185,10 @@ class TrainingData:
     """Clips for training: an index over the source, epoch plans and a loader (see module doc)."""
 
     def __init__(self, cfg: DataConfig, spec: SourceSpec, index: ClipIndex, transform: Transform | None,
-                 seed: int, rank: int, world_size: int, random_access: bool, summary: str):
+                 seed: int, rank: int, world_size: int, random_access: bool, summary: str,
+                 frame_sizes: list[tuple[int, int]]):
         self.cfg, self.spec, self.index, self.transform = cfg, spec, index, transform
+        self.frame_sizes = frame_sizes  # (width, height) of each video's frames as decoded for training
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.random_access = random_access
         self._summary = summary
@@ -319,4 +321,4 @@ def build_training_data(cfg: DataConfig, transform: Transform | None, *, seed: i
         f"{index.stride}); excluded stretches: {excl} ({excl_frames} frames); "
         + ("random access" if random_access else f"streaming, window {cfg.stream_window} clips, backend {cfg.backend}")
     )
-    return TrainingData(cfg, spec, index, transform, seed, rank, world_size, random_access, summary)
+    return TrainingData(cfg, spec, index, transform, seed, rank, world_size, random_access, summary, sizes)

@@ -315,6 +315,22 @@ class RandomResizedCrop:
         self.size, self.scale, self.ratio = size, scale, ratio
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
 
+    def mean_upsampling(self, height: int, width: int) -> float:
+        """How much the crop enlarges its source pixels on average in a height x width image:
+        output side / sqrt(box area), averaged over the boxes `draw` accepts (area a uniform
+        fraction s of the image, log-uniform aspect, the box inside the image), on a grid.
+        Below 1 means downsampling."""
+        (a, b), (lo, hi) = self.scale, self.log_ratio
+        total = weight = 0.0
+        for i in range(64):
+            s = a + (b - a) * (i + 0.5) / 64
+            for j in range(16):
+                r = math.exp(lo + (hi - lo) * (j + 0.5) / 16)
+                if math.sqrt(s * height * width * r) <= width and math.sqrt(s * height * width / r) <= height:
+                    total += self.size / math.sqrt(s * height * width)
+                    weight += 1
+        return total / weight if weight else self.size / min(height, width)  # no box fits: the centre crop
+
     def draw(self, height: int, width: int) -> tuple[int, int, int, int]:
         """(top, left, height, width) of a box in a height x width image."""
         area = height * width

@@ -158,7 +158,8 @@ class Trainer:
             )
         self.steps_per_epoch = spe
         self.total_steps = cfg.optim.epochs * spe
-        self.schedules = Schedules.from_config(cfg, spe, cfg.data.batch_size * fabric.world_size)
+        per_clip = cfg.data.frames_per_clip if cfg.optim.lr_scale_by == "frames" else 1
+        self.schedules = Schedules.from_config(cfg, spe, cfg.data.batch_size * fabric.world_size * per_clip)
         optimizer = torch.optim.AdamW(param_groups(method.student), lr=0.0)
         self.method: Method = method
         self.model, self.optimizer = fabric.setup(method, optimizer)
@@ -273,6 +274,18 @@ class Trainer:
         values.update(loss=loss.item(), momentum=momentum, **logs)
         return values
 
+    def _warn_if_upsampling(self, say) -> None:
+        """Once, at the start: the method's first crop enlarging its source frames by more than
+        1.5x on average means the frames are decoded too small for the recipe."""
+        crop = getattr(self.data.transform, "source_crop", None)
+        if crop is None or not self.data.frame_sizes:
+            return
+        factor = sum(crop.mean_upsampling(h, w) for w, h in self.data.frame_sizes) / len(self.data.frame_sizes)
+        if factor > 1.5:
+            w, h = self.data.frame_sizes[0]
+            say(f"warning: the {crop.size} px crop enlarges the decoded frames ({w}x{h}) {factor:.1f}x on average; "
+                "decode larger (data.video_short_side, or ingest --short-side) or lower the crop size")
+
     def _run_callbacks(self, hook: str) -> None:
         """Rank 0 runs `hook` of every callback with the method in eval mode; the others wait."""
         if self.callbacks and self.fabric.is_global_zero:
@@ -301,6 +314,8 @@ class Trainer:
                 f"{self.steps_per_epoch} steps/epoch{' (capped at one pass over the data)' if self.capped else ''} "
                 f"x {cfg.optim.epochs} epochs; run dir {self.run_dir}"
             )
+        if log:
+            self._warn_if_upsampling(log.message)
         clips_per_step = cfg.data.batch_size * fabric.world_size
         # Every run starts near uniform: judge collapse only once the lr warm-up is over.
         grace = max(10, cfg.optim.warmup_epochs * self.steps_per_epoch)

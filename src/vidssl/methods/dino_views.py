@@ -24,6 +24,7 @@ class MultiCropFrames:
         self.num_globals, self.num_locals = aug.global_crops_number, aug.local_crops_number
         self.global_crop = RandomResizedCrop(g, aug.global_crops_scale)
         self.local_crop = RandomResizedCrop(lc, aug.local_crops_scale)
+        self.source_crop = self.global_crop  # the largest crop taken from the decoded frame
         self.global_colour = [BatchedPhotometric(g, blur_p=1.0), BatchedPhotometric(g, blur_p=0.1, solarize_p=0.2)]
         self.local_colour = BatchedPhotometric(lc, blur_p=0.5)
 

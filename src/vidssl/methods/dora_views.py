@@ -35,6 +35,7 @@ class DoRAClipViews:
     def __init__(self, aug: AugConfig) -> None:
         self.num_locals = aug.local_crops_number
         self.precrop = RandomResizedCrop(aug.precrop_size, aug.precrop_scale)
+        self.source_crop = self.precrop  # the crop taken from the decoded frame (resolution check)
         self.global_crop = RandomResizedCrop(aug.global_crop_size, aug.global_crops_scale)
         self.local_crop = RandomResizedCrop(aug.local_crop_size, aug.local_crops_scale)
         self.global_colour = BatchedPhotometric(aug.global_crop_size, blur_p=0.1)
