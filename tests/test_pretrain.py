@@ -177,6 +177,43 @@ def test_steps_per_epoch_capped_in_the_default_and_named_elsewhere(video, tmp_pa
         trainer._build()
 
 
+KILLED_WHILE_SAVING = """
+import os, signal, sys, torch
+from pathlib import Path
+from vidssl.cli.main import main
+real_save, saves = torch.save, [0]
+
+def save_then_die_on_the_second(obj, f, *args, **kwargs):
+    saves[0] += 1
+    if saves[0] == 2:  # half a checkpoint on disk, then the node is gone
+        f.write(b"PK half a checkpoint")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *args, **kwargs)
+
+torch.save = save_then_die_on_the_second
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(video, tmp_path):
+    args = ["default", "--video", str(video), *TINY_RUN, "engine.checkpoint_every=2"]
+    full = tmp_path / "full"
+    vidssl("pretrain", *args, "--out", str(full), "--steps", "7")
+    cut = tmp_path / "cut"
+    script = tmp_path / "die.py"
+    script.write_text(KILLED_WHILE_SAVING)
+    proc = subprocess.run([sys.executable, str(script), "pretrain", *args, "--out", str(cut), "--steps", "7"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert ckpt.load(cut)["step"] == 2  # the previous checkpoint, whole
+    assert [p.name for p in cut.glob(".checkpoint.*")], "the torn temporary file should be there before resuming"
+    vidssl("pretrain", "--out", str(cut), "--resume", "--steps", "7")
+    assert not list(cut.glob(".checkpoint.*"))  # cleaned up on resume
+    a, b = networks(full), networks(cut)
+    assert not [k for k in a if not torch.equal(a[k], b[k])]
+
+
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(video, tmp_path, monkeypatch):
     cfg = load_config("default", [*TINY_RUN, f"data.videos=[{video}]", "engine.checkpoint_every=1"])
     trainer = Trainer(cfg, tmp_path / "nan")

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+from glob import escape as glob_escape
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,6 +100,16 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             tmp.unlink()
 
 
+def remove_stale_temporaries(path: Path | str) -> list[Path]:
+    """Delete the temporary files `atomic_path` left for `path` when a process was killed mid-write
+    (SIGKILL skips the clean-up); the caller knows no write of `path` is in progress. Returns them."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{glob_escape(path.stem)}.*.tmp{glob_escape(path.suffix)}"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
 @contextmanager
 def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO[Any]]:
     """`open(path, mode)` that replaces `path` only when the body completes (see `atomic_path`)."""
@@ -131,4 +142,4 @@ def write_npy(path: Path | str, array: Any) -> Path:
     return Path(path)
 
 
-__all__ = ["OutputError", "atomic_open", "atomic_path", "atomic_write", "ensure_dir", "output_error", "write_json", "write_npy", "write_text"]
+__all__ = ["OutputError", "atomic_open", "atomic_path", "atomic_write", "ensure_dir", "output_error", "remove_stale_temporaries", "write_json", "write_npy", "write_text"]

@@ -23,7 +23,7 @@ from vidssl.engine.optim import clip_gradients_per_tensor, ema_update, param_gro
 from vidssl.engine.run_log import RunLog
 from vidssl.engine.schedules import CosineSchedule
 from vidssl.errors import VidsslError
-from vidssl.io import ensure_dir, write_text
+from vidssl.io import ensure_dir, remove_stale_temporaries, write_text
 from vidssl.methods import Method, StepInfo, build_method
 from vidssl.methods.diagnostics import CollapseWatch
 
@@ -123,6 +123,8 @@ class Trainer:
         if resume:
             if not path.is_file():
                 raise VidsslError(f"--resume: no checkpoint in {self.run_dir} (expected {path})")
+            if self.fabric.is_global_zero:  # a run killed while writing its checkpoint left this
+                remove_stale_temporaries(path)
             return ckpt.load(path)
         if path.exists():
             raise VidsslError(f"{self.run_dir} already holds a run ({path.name}); pass --resume to continue it or choose another --out")
