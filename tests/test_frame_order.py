@@ -95,7 +95,7 @@ def test_torchcodec_reader_gives_every_frame_ffmpeg_gives(video):
     got, missing = reader.read(list(range(N)))
     reader.close()
     assert not missing, missing
-    assert [number_of(got[i]) for i in range(N)] == list(range(N))
+    assert [number_of(got[i]) for i in range(N)] == [number_of(f) for f in ref] == list(range(N))
 
 
 def test_ingest_stores_every_frame_in_order(video, tmp_path):
