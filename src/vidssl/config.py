@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from vidssl.errors import VidsslError
+from vidssl.errors import VidsslError, one_line
 from vidssl.registry import ARCHS, METHOD_NAMES, PATCH_SIZES
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -311,10 +311,6 @@ def resolve_preset_path(name_or_path: str, relative_to: Path | None = None) -> P
     return preset
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def load_yaml(path: Path) -> dict[str, Any]:
     """The YAML mapping in `path`; unreadable, non-UTF-8 or invalid YAML is one line:
     `<file>: line N: <problem>`."""
@@ -336,15 +332,15 @@ def load_yaml(path: Path) -> dict[str, Any]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = _one_line(e.problem or e.context or type(e).__name__)
+        problem = one_line(e.problem or e.context or type(e).__name__)
         if e.context and e.problem and e.context_mark is not None:
-            problem += f" ({_one_line(e.context)} at line {e.context_mark.line + 1})"
+            problem += f" ({one_line(e.context)} at line {e.context_mark.line + 1})"
         raise ConfigError(f"{path}: {where}not valid YAML: {problem}") from None
     except yaml.YAMLError as e:  # e.g. a control character the YAML reader refuses
         line = getattr(e, "position", None)
         where = f"line {text.count(chr(10), 0, line) + 1}: " if isinstance(line, int) else ""
         reason = getattr(e, "reason", None) or str(e)
-        raise ConfigError(f"{path}: {where}not valid YAML: {_one_line(reason)}") from None
+        raise ConfigError(f"{path}: {where}not valid YAML: {one_line(reason)}") from None
     return values if values is not None else {}
 
 
@@ -487,9 +483,7 @@ def check_devices(cfg: Config) -> None:
         return
     d = _as_count(e.devices)
     on_gpu: bool | None = {"cpu": False, "cuda": True, "gpu": True}.get(e.accelerator)
-    if on_gpu is False and d in ("auto", 1):
-        return
-    if on_gpu is None and d in ("auto", 1):  # auto on auto: Fabric takes what there is
+    if not on_gpu and d in ("auto", 1):  # one process, or auto on auto: Fabric takes what there is
         return
     import torch
 

@@ -100,6 +100,19 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             tmp.unlink()
 
 
+def writable_dir(path: Path | str) -> Path:
+    """`ensure_dir`, then prove the folder takes a file (a temporary one, removed at once): a
+    read-only folder or a full disk is one OutputError naming `path` before any work is done."""
+    path = ensure_dir(path)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".vidssl-write-test-", dir=path)
+    except OSError as e:
+        raise output_error(path, e) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
 def remove_stale_temporaries(path: Path | str) -> list[Path]:
     """Delete the temporary files `atomic_path` left for `path` when a process was killed mid-write
     (SIGKILL skips the clean-up); the caller knows no write of `path` is in progress. Returns them."""
@@ -142,4 +155,4 @@ def write_npy(path: Path | str, array: Any) -> Path:
     return Path(path)
 
 
-__all__ = ["OutputError", "atomic_open", "atomic_path", "atomic_write", "ensure_dir", "output_error", "remove_stale_temporaries", "write_json", "write_npy", "write_text"]
+__all__ = ["OutputError", "atomic_open", "atomic_path", "atomic_write", "ensure_dir", "output_error", "remove_stale_temporaries", "writable_dir", "write_json", "write_npy", "write_text"]

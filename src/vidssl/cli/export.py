@@ -25,9 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidssl.cli.main import writable_output_dir
     from vidssl.hub import export_encoder
-    from vidssl.io import OutputError
+    from vidssl.io import OutputError, writable_dir
 
     # Output problems first, before the encoder is loaded: a folder where the file should go, a
     # file where its folder should be, a read-only folder. (Bad export metadata in the source, such
@@ -36,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise OutputError(f"cannot write {out}: it is an existing folder, not a file; choose another --out")
     if out.suffix == ".safetensors":  # otherwise export_encoder says what the name must end in
-        writable_output_dir(out.parent)
+        writable_dir(out.parent)
     out = export_encoder(args.source, out, checkpoint_key=args.checkpoint_key)
     print(f"exported {args.source} [{args.checkpoint_key}] -> {out}")
     return 0

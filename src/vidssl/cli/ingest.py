@@ -67,12 +67,12 @@ def run(args: argparse.Namespace) -> int:
         raise VideoError(f"--quality must be between 1 and 100, got {args.quality}")
     if args.fps is not None and args.fps <= 0:
         raise VideoError(f"--fps must be positive, got {args.fps}")
-    from vidssl.cli.main import writable_output_dir
     from vidssl.data.video import check_video_path
+    from vidssl.io import writable_dir
 
     for video in args.videos:  # a missing video is reported before the output folder is made
         check_video_path(video)
-    writable_output_dir(args.out)  # a file in the way or a read-only folder: one line, nothing decoded
+    writable_dir(args.out)  # a file in the way or a read-only folder: one line, nothing decoded
     options = IngestOptions(
         short_side=args.short_side or None, fps=args.fps, quality=args.quality, threads=args.threads,
         thresholds=BlankThresholds(blank_seconds=args.blank_seconds, frozen_seconds=args.frozen_seconds),

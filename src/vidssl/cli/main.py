@@ -7,11 +7,9 @@ import errno
 import importlib
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 from vidssl import __version__
-from vidssl.errors import VidsslError
+from vidssl.errors import VidsslError, one_line
 
 # (module, group): group None = top-level command; "eval"/"show" = a subcommand of that group.
 COMMAND_MODULES: tuple[tuple[str, str | None], ...] = (
@@ -49,27 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
             target = groups[group]
         module.register(target)
     return parser
-
-
-def writable_output_dir(path: str | Path) -> Path:
-    """Create the output folder `path` if needed and prove it takes a file (a temporary one, removed
-    at once): a file in the way, a read-only folder or a full disk is one OutputError naming `path`
-    before any work is done."""
-    from vidssl.io import ensure_dir, output_error
-
-    path = ensure_dir(path)
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".vidssl-write-test-", dir=path)
-    except OSError as e:
-        raise output_error(path, e) from None
-    os.close(fd)
-    os.unlink(probe)
-    return path
-
-
-def one_line(message: object) -> str:
-    """Every error is printed on one line, whatever the text it carries (e.g. a library's message)."""
-    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())
 
 
 def _describe_os_error(e: OSError) -> str:

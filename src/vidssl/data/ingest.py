@@ -30,8 +30,9 @@ from vidssl.data.blank import BlankThresholds, Stretch, detect_stretches, frame_
 from vidssl.data.errors import StoreError, VideoError
 from vidssl.data.store import FORMAT, MANIFEST, VERSION, file_hash, open_store, sample_hash
 from vidssl.data.video import (
-    _open_container, _short, _stream_fps, check_video_path, resized_size, timestamps_unusable,
+    _open_container, _stream_fps, check_video_path, resized_size, timestamps_unusable,
 )
+from vidssl.errors import first_line
 from vidssl.io import ensure_dir, write_json, write_npy
 
 SHARD_FRAMES = 1000
@@ -240,11 +241,11 @@ def ingest_video(path: Path, vdir: Path, options: IngestOptions, progress: bool 
                     decoded = packet.decode()
                 except Exception as e:
                     t = float(packet.pts * tb) if packet.pts is not None else None
-                    errors.append(f"{path.name}: packet at {t if t is None else round(t, 3)} s: {type(e).__name__}: {_short(e)}")
+                    errors.append(f"{path.name}: packet at {t if t is None else round(t, 3)} s: {type(e).__name__}: {first_line(e)}")
                     continue
                 yield from decoded
         except Exception as e:  # the container itself is damaged beyond this point
-            errors.append(f"{path.name}: reading stopped after frame {last_src}: {type(e).__name__}: {_short(e)}")
+            errors.append(f"{path.name}: reading stopped after frame {last_src}: {type(e).__name__}: {first_line(e)}")
 
     produced = 0  # frames FFmpeg has output so far (the index in output-order mode)
     try:

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from vidssl.data.errors import VideoError
+from vidssl.errors import first_line
 
 SEEK_GAP = 300  # frames; decoding this many forward is cheaper than a seek + GOP decode
 MAX_STEP_BACKS = 3  # re-seeks to earlier keyframes when the first frame after a seek is corrupt
@@ -57,15 +58,11 @@ def _open_container(path: Path):
     try:
         container = av.open(str(path))
     except Exception as e:  # av.error.InvalidDataError, PermissionError, ...
-        raise VideoError(f"{path}: cannot be opened as a video ({type(e).__name__}: {_short(e)})") from None
+        raise VideoError(f"{path}: cannot be opened as a video ({type(e).__name__}: {first_line(e)})") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: not a video (no video stream)")
     return container
-
-
-def _short(e: BaseException) -> str:
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
 
 
 def _stream_fps(stream) -> float:
@@ -109,7 +106,7 @@ def probe_video(path: str | Path, backend: str = "pyav") -> VideoInfo:
             try:
                 n = sum(1 for pkt in container.demux(stream) if pkt.size > 0)
             except Exception as e:
-                raise VideoError(f"{p}: cannot be read as a video ({type(e).__name__}: {_short(e)})") from None
+                raise VideoError(f"{p}: cannot be read as a video ({type(e).__name__}: {first_line(e)})") from None
         width, height = stream.codec_context.width, stream.codec_context.height
         codec = stream.codec_context.name
     finally:
@@ -133,11 +130,11 @@ def _torchcodec_decoder(p: Path):
     try:
         from torchcodec.decoders import VideoDecoder
     except Exception as e:
-        raise VideoError(f"{p}: data.backend=torchcodec but torchcodec cannot be imported ({_short(e)})") from None
+        raise VideoError(f"{p}: data.backend=torchcodec but torchcodec cannot be imported ({first_line(e)})") from None
     try:
         return VideoDecoder(str(p), seek_mode="approximate", dimension_order="NHWC")
     except Exception as e:
-        raise VideoError(f"{p}: cannot be opened as a video by torchcodec ({type(e).__name__}: {_short(e)})") from None
+        raise VideoError(f"{p}: cannot be opened as a video by torchcodec ({type(e).__name__}: {first_line(e)})") from None
 
 
 def resized_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -241,7 +238,7 @@ class PyAVReader:
                 break
             except Exception as e:  # corrupt data: report and jump past the frame
                 self._frames = None
-                missing[target] = f"decode error ({type(e).__name__}: {_short(e)})"
+                missing[target] = f"decode error ({type(e).__name__}: {first_line(e)})"
                 k += 1
                 continue
             idx = self._index(frame)
@@ -314,7 +311,7 @@ class TorchCodecReader:
                 try:
                     out[i] = self._resize(self.decoder.get_frame_at(i).data[None])[0].numpy()
                 except Exception as e:
-                    failed[i] = f"decode error ({type(e).__name__}: {_short(e)})"
+                    failed[i] = f"decode error ({type(e).__name__}: {first_line(e)})"
             missing.update(self._ask_pyav(failed, out))
             return out, missing
         if frames is not None:
@@ -365,8 +362,9 @@ def read_frames(path: str | Path, indices: list[int], short_side: int | None = N
     info = probe_video(path)
     if not indices:
         raise VideoError(f"{path}: no frames asked for")
-    if min(indices) < 0 or max(indices) >= info.num_frames:
-        raise VideoError(f"{path} has {info.num_frames} frames; frame {max(indices) if min(indices) >= 0 else min(indices)} was asked for")
+    bad = min(indices) if min(indices) < 0 else max(indices)
+    if not 0 <= bad < info.num_frames:
+        raise VideoError(f"{path} has {info.num_frames} frames; frame {bad} was asked for")
     reader = open_reader(path, short_side=short_side)
     try:
         got, missing = reader.read(sorted(set(indices)))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidssl.errors import VidsslError
+from vidssl.errors import VidsslError, first_line
 from vidssl.io import atomic_open
 
 FORMAT = "vidssl-checkpoint/1"
@@ -33,11 +33,10 @@ def torch_load_safely(path: Path, allow: tuple[type, ...] = ()) -> Any:
             warnings.simplefilter("ignore")  # torch's advice on pickle protocols is noise here
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user error here
-        text = str(e).strip()
-        if "weights_only" in text:
+        if "weights_only" in str(e):
             why = "it holds Python objects other than tensors and containers, refused for safety"
         else:
-            why = text.splitlines()[0][:200] if text else type(e).__name__
+            why = first_line(e)
         raise VidsslError(f"{path}: cannot be read as a PyTorch weights file ({why})") from None
 
 

@@ -6,9 +6,9 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -192,11 +192,11 @@ class Trainer:
                 f"warning: resuming a run of {payload.get('world_size')} processes on {self.fabric.world_size}: "
                 "the data order from here differs from an uninterrupted run"
             )
-        per_rank = payload.get("rng_per_rank")
-        if per_rank is not None and len(per_rank) == self.fabric.world_size:
-            ckpt.set_rng_state(per_rank[self.fabric.global_rank])
+        rngs = payload.get("rng_per_rank") or [payload["rng"]]  # "rng": rank 0's, in older checkpoints
+        if len(rngs) == self.fabric.world_size:
+            ckpt.set_rng_state(rngs[self.fabric.global_rank])
         elif self.fabric.global_rank == 0:
-            ckpt.set_rng_state(payload["rng"])
+            ckpt.set_rng_state(rngs[0])
         if payload.get("precision"):  # the fp16 GradScaler's scale and growth tracker
             self.fabric.strategy.precision.load_state_dict(payload["precision"])
 
@@ -229,7 +229,6 @@ class Trainer:
                 "batch_in_epoch": self.batch_in_epoch,
                 "decode_errors": self.decode_errors,
                 "world_size": self.fabric.world_size,
-                "rng": rngs[0],
                 "rng_per_rank": rngs,
                 "precision": self.fabric.strategy.precision.state_dict(),
             }
@@ -316,7 +315,6 @@ class Trainer:
                 f"{self.steps_per_epoch} steps/epoch{' (capped at one pass over the data)' if self.capped else ''} "
                 f"x {cfg.optim.epochs} epochs; run dir {self.run_dir}"
             )
-        if log:
             self._warn_if_upsampling(log.message)
         clips_per_step = cfg.data.batch_size * fabric.world_size
         # Every run starts near uniform: judge collapse only once the lr warm-up is over.

@@ -69,11 +69,10 @@ def prepare_encoder(
         model.to(resolve_device(str(device) if device is not None else "auto"))
         name = str(encoder)
         weights_id = weights_id or describe_weights(encoder, checkpoint_key, seed)
-    bad = total = 0
-    with torch.no_grad():
-        for p in model.parameters():
-            bad += int((~torch.isfinite(p)).sum())
-            total += p.numel()
+    params = list(model.parameters())
+    total = sum(p.numel() for p in params)
+    with torch.no_grad():  # one device sync, not one per tensor
+        bad = int(sum((~torch.isfinite(p)).sum() for p in params)) if params else 0
     if bad:
         warn(f"weights {name}: {bad} of {total} parameters are not finite (NaN/inf); every feature will be meaningless")
     return model, name, weights_id

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidssl.errors import VidsslError
+from vidssl.errors import VidsslError, first_line
 
 
 def fit_to_patches(image: torch.Tensor, short_side: int, patch_size: int) -> torch.Tensor:
@@ -96,5 +96,5 @@ def read_image(path: str | Path) -> torch.Tensor:
         with Image.open(p) as im:
             rgb = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError) as e:
-        raise VidsslError(f"{p}: cannot be read as an image ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        raise VidsslError(f"{p}: cannot be read as an image ({type(e).__name__}: {first_line(e, 120)})") from None
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()

@@ -10,8 +10,8 @@ from vidssl.engine.run_log import METRICS_NAME
 
 class TracksPictures(Callback):
     """Every `every` epochs, the objects the teacher tracks through one fixed clip of the training
-    data: `tracks/epoch_XXXX.png` and `.gif` in the run dir. Heads are a fixed draw (seed 0) so the
-    pictures of successive epochs compare; the global RNG is untouched, so resume stays exact."""
+    data: `tracks/epoch_XXXX.png` and `.gif` in the run dir. `track_clip_picture` draws the heads with
+    a fixed seed, so successive epochs compare and the global RNG is untouched (resume stays exact)."""
 
     def __init__(self, every: int = 1) -> None:
         self.every = every
@@ -20,20 +20,17 @@ class TracksPictures(Callback):
     def on_epoch_end(self, trainer) -> None:
         if self.every < 1 or trainer.epoch % self.every:
             return
-        from vidssl.ops.tracking import choose_heads
         from vidssl.viz.tracks import object_overlay, save_tracks_png, track_clip_picture, write_clip_video
 
         cfg, epoch = trainer.cfg, trainer.epoch
         m = cfg.method
-        encoder = trainer.method.teacher["backbone"]
         clip = trainer.data.read_clip(trainer.data.num_clips // 2)
-        heads = choose_heads(encoder.num_heads, m.num_objects, generator=torch.Generator().manual_seed(0))
-        frames, masks, _ = track_clip_picture(
-            encoder, clip, cfg.aug.global_crop_size, m.num_objects, m.sinkhorn_iters, m.sinkhorn_eps,
-            m.mask_threshold, m.track_features, heads=heads,
+        frames, masks, tracks = track_clip_picture(  # heads: its fixed draw, the same every epoch
+            trainer.method.teacher["backbone"], clip, cfg.aug.global_crop_size, m.num_objects, m.sinkhorn_iters,
+            m.sinkhorn_eps, m.mask_threshold, m.track_features,
         )
         out = trainer.run_dir / "tracks"
-        title = f"epoch {epoch}: {m.num_objects} objects tracked by the teacher (heads {heads.tolist()})"
+        title = f"epoch {epoch}: {m.num_objects} objects tracked by the teacher (heads {tracks.heads.tolist()})"
         save_tracks_png(out / f"epoch_{epoch:04d}.png", frames, masks, title)
         write_clip_video(out / f"epoch_{epoch:04d}.gif", object_overlay(frames, masks))
 
