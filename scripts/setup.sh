@@ -15,5 +15,5 @@ fi
 # The CPU machines this project runs on carry these wheels locally; on a GPU box pick the
 # torch build for your CUDA first, then the line below keeps it.
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/python -m pip install -q -e ".[test,torchcodec,scenes]"
+.venv/bin/python -m pip install -q -e ".[test,torchcodec,scenes,anonymize,secat]"
 .venv/bin/vidssl --version

@@ -26,6 +26,8 @@ FORBIDDEN = {
     "eval": {"engine", "methods", "viz", "cli"},
     "hub": {"methods", "eval", "viz", "cli"},
     "viz": {"cli"},
+    "wtours": {"methods", "engine", "cli"},  # dataset tooling: data, models, eval features, viz
+    "secat": {"methods", "viz", "cli"},  # few-shot VLM adaptation: data, models, eval, engine, hub
 }
 ALWAYS_ALLOWED = {"errors", "registry", "io"}  # the leaves every layer may use
 
