@@ -7,8 +7,12 @@ augmented with DoRA's clip views, for
       frames at stride 60 (seek to the keyframe, decode forward), as decord does per item;
   (b) our streaming reader over the video file (`data.videos`);
   (c) our frame store (`vidssl ingest`, default short side 512),
-the ratios (b)/(a) and (c)/(a), ingest frames/s over plain sequential decode frames/s of the
-same file with the same library (PyAV), and the store's size per hour of 60 fps video.
+the ratios (b)/(a) and (c)/(a), the same per loader core (clips/s / workers), ingest frames/s
+over plain sequential decode frames/s of the same file with the same library (PyAV), and the
+store's size per hour of 60 fps video (`benchmarks/ingest.py` times ingest with 1, 2, ... jobs).
+Besides raw clips (what the loader delivers for DINO and TimeT under `aug.device=accelerator`:
+it only decodes) and clips with DoRA's views made in the loader, it times DoRA's loader stage
+under `aug.device=accelerator` (the shared pre-crop only; the rest is made on the device).
 
     python benchmarks/clip_loading.py                 # 1080p, about 5 minutes on 2 cores
     python benchmarks/clip_loading.py --4k --seconds 20
@@ -17,6 +21,7 @@ same file with the same library (PyAV), and the store's size per hour of 60 fps 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -188,6 +193,9 @@ def main() -> None:
 
             aug = AugConfig(local_crops_number=6, local_crop_size=112)  # the README DoRA recipe
             modes.append(("augmented (DoRA views)", DoRAClipViews(aug)))
+            from vidssl.data.transforms import LoaderStage
+
+            modes.append(("DoRA loader stage (aug.device=accelerator: pre-crop only)", LoaderStage(DoRAClipViews(aug))))
         for name, transform in modes:
             a = time_official(str(video), info.num_frames, args.gop, transform, args.official_clips, args.workers)
             base = dict(frames_per_clip=T, frame_stride=STRIDE)
@@ -196,6 +204,11 @@ def main() -> None:
             c = time_ours(DataConfig(store=str(store), **base), transform, args.batch, args.batches, args.workers)
             print(f"{name}: clips/s (a) official {a:.2f} | (b) streaming {b:.2f} | (c) store {c:.2f} "
                   f"-> (b)/(a) {b / a:.1f}x, (c)/(a) {c / a:.1f}x")
+            # each loader worker is one process on one core: the figure that says how many cores a
+            # training node needs to feed its accelerators (ISSUE 16's aims: >= 25 augmented, >= 80 raw)
+            w = max(1, args.workers)
+            print(f"{name}: per loader core ({w} workers): (a) {a / w:.2f} | (b) {b / w:.2f} | (c) {c / w:.2f} clips/s; "
+                  f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

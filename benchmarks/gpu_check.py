@@ -1,6 +1,9 @@
 """The GPU check: the `dora-vits16-wtours` recipe in bf16 on one GPU for a few minutes, from a
 frame store of a generated 1080p video. Prints seconds per step, clips per second, peak GPU
 memory, the share of step time spent waiting for data, and the collapse diagnostics at the end.
+Then (unless --views-minutes 0) the same recipe for a shorter run with each view path of
+`aug.device` (docs/data.md "Two view paths"): views made in the loader workers against views
+made on the GPU in the step, clips/s and data wait of each side by side.
 
     python benchmarks/gpu_check.py --minutes 3             # what benchmarks/gpu_check.sh runs
     python benchmarks/gpu_check.py --small --minutes 0.5   # the same path on a CPU, tiny, to test the script
@@ -36,6 +39,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=16, help="clips per GPU")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--small", action="store_true", help="tiny ViT, 240p, CPU: checks the script, not the GPU")
+    ap.add_argument("--views-minutes", type=float, default=1.0,
+                    help="budget of each aug.device=loader / accelerator comparison run (0: none)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -71,10 +76,7 @@ def main() -> int:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     result = Trainer(cfg, root / "run").fit(max_seconds=args.minutes * 60)
-    rows = [json.loads(ln) for ln in (root / "run" / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    steady = rows[2:] or rows  # the first steps include start-up (workers, cuDNN autotune)
-    step_s = statistics.median(r["step_s"] for r in steady)
-    wait = sum(r["data_wait_s"] for r in steady) / sum(r["step_s"] for r in steady)
+    rows, step_s, wait = measured(root / "run")
     print(f"\nGPU check: {torch.cuda.get_device_name() if cuda else 'CPU (--small)'}, {result['step']} steps in "
           f"{result['wall_time_s']:.0f} s, batch {args.batch} clips of T={cfg.data.frames_per_clip}")
     print(f"  seconds per step (median of steps 3..): {step_s:.3f}")
@@ -86,7 +88,26 @@ def main() -> int:
     diag = {k: round(v, 3) for k, v in last.items() if k in (
         "loss", "teacher_entropy", "teacher_batch_entropy", "kl", "center_norm", "mask_iou", "plan_distance")}
     print(f"  diagnostics at step {last['step']}: {diag} (log K = {np.log(cfg.model.out_dim):.2f})")
+
+    if args.views_minutes > 0:
+        print(f"\nviews in the loader ({args.workers} workers) against views on the device, {args.views_minutes:g} min each "
+              f"(the main run above used aug.device={cfg.aug.device}, which resolves by engine.accelerator):", flush=True)
+        for where in ("loader", "accelerator"):
+            run_cfg = load_config("dora-vits16-wtours", [*overrides, f"aug.device={where}"])
+            Trainer(run_cfg, root / f"run-{where}").fit(max_seconds=args.views_minutes * 60)
+            _, step_s, wait = measured(root / f"run-{where}")
+            print(f"  aug.device={where}: {args.batch / step_s:.1f} clips/s ({step_s:.3f} s a step, median of steps 3..), "
+                  f"{100 * wait:.1f} % of step time waiting for data", flush=True)
     return 0
+
+
+def measured(run_dir: Path) -> tuple[list[dict], float, float]:
+    """A run's logged rows, its median seconds a step and its share of step time waiting for data."""
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    steady = rows[2:] or rows  # the first steps include start-up (workers, cuDNN autotune)
+    step_s = statistics.median(r["step_s"] for r in steady)
+    wait = sum(r["data_wait_s"] for r in steady) / sum(r["step_s"] for r in steady)
+    return rows, step_s, wait
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ class ModelConfig:
     head_layers: int = 3
     norm_last_layer: bool = True
     use_bn_in_head: bool = False
+    # TimeT: a vidssl encoder export (.safetensors) loaded into student and teacher backbones when the
+    # method is built; `vidssl pretrain --init W` writes one into the run dir from any weights
+    init_weights: str | None = None
 
 
 @dataclass
@@ -79,6 +82,10 @@ class AugConfig:
     local_crops_number: int = 8
     local_crop_size: int = 96
     local_crops_scale: tuple[float, float] = (0.05, 0.4)
+    # where the views are made (docs/data.md "Two view paths"): in the data-loader workers, or in the
+    # training step on the accelerator (the loader then only decodes, plus DoRA's pre-crop); auto:
+    # the accelerator when engine.accelerator resolves to a GPU (or other non-CPU device), else the loader
+    device: Literal["auto", "loader", "accelerator"] = "auto"
 
 
 @dataclass
@@ -99,6 +106,15 @@ class MethodConfig:
     track_features: Literal["attention_output", "final_tokens"] = "attention_output"
     official_loss_quirks: bool = False  # SPEC 1.9 D11+D12, for parity with released checkpoints
     track_pictures_every: int = 1  # DoRA: epochs between the teacher's tracks pictures in the run dir; 0: none
+    # TimeT (SPEC 5.2-5.4); its Sinkhorn uses sinkhorn_iters/_eps, its cross-entropy student_temp
+    timet_trainable_blocks: int = 2  # only the last n backbone blocks train
+    timet_prototypes: int = 200  # K
+    timet_head_dims: list[int] = field(default_factory=lambda: [1024, 1024, 512, 256])  # at ViT-S width (384), scaled with it
+    timet_backbone_lr_scale: float = 0.1  # backbone lr = head lr x this (1e-5 vs 1e-4)
+    timet_prop_context: int = 7  # feature forwarder: previous frames besides frame 0
+    timet_prop_radius: int = 6  # local window, patches (13 x 13)
+    timet_prop_topk: int = 5
+    timet_prop_temp: float = 0.1
 
 
 @dataclass
@@ -409,6 +425,10 @@ def validate(cfg: Config) -> None:
         )
     if cfg.method.name == "dora" and a.global_crops_number != 1:
         raise ConfigError("method.name=dora uses one global clip: set aug.global_crops_number=1")
+    if m.init_weights and cfg.method.name != "timet":
+        raise ConfigError(f"model.init_weights is read by method.name=timet only (this run is {cfg.method.name})")
+    if cfg.method.name == "timet" and (not cfg.method.timet_head_dims or min(cfg.method.timet_head_dims) < 1):
+        raise ConfigError(f"method.timet_head_dims must be positive sizes, got {cfg.method.timet_head_dims}")
 
 
 # Sizes and counts: key -> smallest valid value (None, where the field allows it, is not checked).
@@ -419,11 +439,14 @@ _AT_LEAST: dict[str, int | float] = {
     "aug.precrop_size": 1, "aug.global_crop_size": 1, "aug.global_crops_number": 1,
     "aug.local_crops_number": 0, "aug.local_crop_size": 1,
     "method.warmup_teacher_temp_epochs": 0, "method.num_objects": 1, "method.track_pictures_every": 0,
+    "method.timet_trainable_blocks": 1, "method.timet_prototypes": 2, "method.timet_prop_context": 0,
+    "method.timet_prop_radius": 0, "method.timet_prop_topk": 1, "method.timet_backbone_lr_scale": 0,
     "optim.epochs": 1, "optim.steps_per_epoch": 1, "optim.warmup_epochs": 0, "optim.freeze_last_layer": 0,
     "optim.lr": 0, "optim.min_lr": 0, "optim.clip_grad": 0,
     "engine.num_nodes": 1, "engine.max_steps": 1, "engine.checkpoint_every": 1, "engine.log_every": 1,
 }
-_ABOVE_ZERO = ("method.student_temp", "method.teacher_temp", "method.warmup_teacher_temp", "method.sinkhorn_eps")
+_ABOVE_ZERO = ("method.student_temp", "method.teacher_temp", "method.warmup_teacher_temp", "method.sinkhorn_eps",
+               "method.timet_prop_temp")
 _FINITE = ("optim.lr", "optim.min_lr", "optim.weight_decay", "optim.weight_decay_end", "optim.momentum_teacher",
            "optim.clip_grad", "method.center_momentum")
 

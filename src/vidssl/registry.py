@@ -12,5 +12,6 @@ PATCH_SIZES = (8, 16)
 METHODS = {
     "dino": "vidssl.methods.dino:DINO",
     "dora": "vidssl.methods.dora:DoRA",
+    "timet": "vidssl.methods.timet:TimeT",
 }
 METHOD_NAMES = tuple(METHODS)

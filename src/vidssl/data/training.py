@@ -49,6 +49,10 @@ class SourceSpec:
             from vidssl.data.store import open_store
 
             return open_store(self.store, verify=False).reader(video)
+        if os.path.isdir(self.paths[video]):  # a folder of JPEG frames (DAVIS / YouTube-VOS layout)
+            from vidssl.data.frames import FrameFolderReader
+
+            return FrameFolderReader(self.paths[video], self.short_side)
         return open_reader(self.paths[video], self.backend, self.short_side, threads=1)
 
 
@@ -297,8 +301,11 @@ def build_training_data(cfg: DataConfig, transform: Transform | None, *, seed: i
             from vidssl.data.sample import sample_video_path
 
             paths = [str(sample_video_path())]
-        infos = [probe_video(p, cfg.backend) for p in paths]
-        names = [os.path.basename(i.path) for i in infos]
+        from vidssl.data.frames import probe_frame_folder
+
+        infos = [probe_frame_folder(p) if os.path.isdir(p) else probe_video(p, cfg.backend) for p in paths]
+        # a frame folder is named by its path: DAVIS / YouTube-VOS folders repeat names across splits
+        names = [i.path if os.path.isdir(i.path) else os.path.basename(i.path) for i in infos]
         num_frames = [i.num_frames for i in infos]
         excluded = [[] for _ in infos]
         fps = [i.fps for i in infos]

@@ -11,6 +11,12 @@ ops sees torchvision's intermediate values without the uint8 round trips. `Batch
 draws DINO's colour parameters per image exactly as the torchvision Compose does and runs the ops
 on stacks; `RandomResizedCrop` draws torchvision's boxes. Both take their randomness from torch's
 global RNG only (the loader seeds it per sample) and are picklable.
+
+Every op is device-agnostic: the same code makes the views in a loader worker (CPU) or inside the
+training step on the accelerator (`ClipViews`, `LoaderStage`, docs/data.md "Two view paths").
+On CPU the uint8 resize and the per-image chunking below are the tuned loader paths; on other
+devices the resize goes through float (torch's antialiased uint8 resize is CPU-only) and a colour
+op covers every image of a run at once.
 """
 
 from __future__ import annotations
@@ -37,6 +43,12 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x.float().div_(255.0) - mean) / std
 
 
+def cpu_kernels(x: torch.Tensor) -> bool:
+    """Whether x takes the CPU-tuned paths (uint8 resize, per-image chunks) or the accelerator's
+    (float resize, gathered stacks); a function so the tests can run the accelerator's on a CPU."""
+    return x.device.type == "cpu"
+
+
 def blur_kernel_size(crop_size: int) -> int:
     """An odd kernel of about a tenth of the crop, so sigma in [0.1, 2] means the same at any size."""
     return max(3, (crop_size // 10) | 1)
@@ -48,9 +60,9 @@ def blur_kernel_size(crop_size: int) -> int:
 # (what these elementwise ops cost on a loader core) down.
 
 
-def _per_image(values: torch.Tensor) -> torch.Tensor:
-    """(N,) factors -> float32 (N, 1, 1, 1), to broadcast over each image."""
-    return values.to(torch.float32).view(-1, 1, 1, 1)
+def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N,) factors (drawn on the CPU) -> float32 (N, 1, 1, 1) on like's device, to broadcast over each image."""
+    return values.to(device=like.device, dtype=torch.float32).view(-1, 1, 1, 1)
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:
@@ -67,12 +79,12 @@ def _blend_(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.
     does (the tests check it). Values are >= 0 after the clamp, so floor is the cast's
     truncation (and several times faster than trunc on CPU).
     """
-    return x.mul_(_per_image(ratio)).addcmul_(other, _per_image(1.0 - ratio)).clamp_(0, 255).floor_()
+    return x.mul_(_per_image(ratio, x)).addcmul_(other, _per_image(1.0 - ratio, x)).clamp_(0, 255).floor_()
 
 
 def brightness_(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Per-image `F.adjust_brightness`: x * factor."""
-    return x.mul_(_per_image(factor)).clamp_(0, 255).floor_()
+    return x.mul_(_per_image(factor, x)).clamp_(0, 255).floor_()
 
 
 def contrast_(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -80,8 +92,8 @@ def contrast_(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     mean = luma(x).floor_().mean(dim=(1, 2, 3), keepdim=True)  # (N, 1, 1, 1)
     # mean * (1 - factor) as one per-image constant: rounds as torchvision's broadcast
     # add_(mean, alpha=1 - factor) does, and a multiply-add with two broadcast operands is slow
-    offset = mean.mul_(_per_image(1.0 - factor))
-    return x.mul_(_per_image(factor)).add_(offset).clamp_(0, 255).floor_()
+    offset = mean.mul_(_per_image(1.0 - factor, x))
+    return x.mul_(_per_image(factor, x)).add_(offset).clamp_(0, 255).floor_()
 
 
 def saturation_(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -107,7 +119,7 @@ def hue_(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     hue = (r - g).add_(chroma, alpha=4.0)  # blue maximal: 4 + (r - g) / chroma, times chroma
     hue.add_((g - b).sub_(hue).mul_(r.div(top).floor_()))  # red maximal: (g - b) / chroma
     hue.add_((b - r).add_(chroma, alpha=2.0).sub_(hue).mul_(g.div(top).floor_()))  # green: 2 + (b - r) / chroma
-    hue.div_(chroma.clamp(min=1.0)).add_(_per_image(shift * 6.0).view(-1, 1, 1))  # (N, H, W) in [-4, 8)
+    hue.div_(chroma.clamp(min=1.0)).add_(_per_image(shift * 6.0, x).view(-1, 1, 1))  # (N, H, W) in [-4, 8)
     hue.sub_(torch.mul(hue, 1.0 / 6.0).floor_().mul_(6.0))  # mod 6: within 6 of every centre
     for channel, centre in enumerate((0.0, 2.0, 4.0)):
         torch.sub(hue, centre, out=x[:, channel])
@@ -125,7 +137,7 @@ def grayscale_(x: torch.Tensor) -> torch.Tensor:
 def gaussian_kernels(kernel_size: int, sigma: torch.Tensor) -> torch.Tensor:
     """(N,) sigmas -> float32 (N, kernel_size) 1-D kernels, torchvision's (softmax over a fixed grid)."""
     lim = (kernel_size - 1) / (2.0 * 2.0**0.5)
-    grid = torch.linspace(-lim, lim, kernel_size)  # (K,)
+    grid = torch.linspace(-lim, lim, kernel_size, device=sigma.device)  # (K,)
     return torch.softmax((grid / sigma.to(torch.float32).view(-1, 1)).pow(2).neg(), dim=1)
 
 
@@ -139,7 +151,7 @@ def gaussian_blur_(x: torch.Tensor, kernel_size: int, sigma: torch.Tensor) -> to
     """
     n, _, h, w = x.shape
     pad = kernel_size // 2
-    taps = gaussian_kernels(kernel_size, sigma).view(n, 1, kernel_size, 1, 1).unbind(dim=2)  # K x (N, 1, 1, 1)
+    taps = gaussian_kernels(kernel_size, sigma.to(x.device)).view(n, 1, kernel_size, 1, 1).unbind(dim=2)  # K x (N, 1, 1, 1)
     rows = F.pad(x, [0, 0, pad, pad], mode="reflect")  # (N, 3, H + 2 pad, W)
     out = rows[:, :, :h] * taps[0]
     for k in range(1, kernel_size):
@@ -243,12 +255,29 @@ class BatchedPhotometric:
         # same order, then the same tail ops, next to each other
         order = sorted(range(n), key=lambda i: (params[i].jitter_order, params[i].grayscale, params[i].blur_sigma > 0))
         shape = tuple(images[0].shape)  # (3, S, S)
+        if not cpu_kernels(images[0]):  # an accelerator: one gather, each op on a whole run, one scatter
+            return self._apply_gathered(images, params, order)
         chunk = max(1, _CHUNK_VALUES // images[0].numel())
         buffer = torch.empty((min(chunk, n), *shape), dtype=torch.float32)  # reused by every chunk
         out = torch.empty((n, *shape), dtype=torch.uint8)
         for start, end, _ in _runs([params[i].jitter_order for i in order]):
             for a in range(start, end, chunk):
                 self._apply_chunk(images, params, order[a : min(a + chunk, end)], buffer, out)
+        return out
+
+    def _apply_gathered(
+        self, images: torch.Tensor | Sequence[torch.Tensor], params: Sequence[FrameColour], order: list[int]
+    ) -> torch.Tensor:
+        """`apply` off the CPU: per-image copies would be one kernel launch each (thousands a step),
+        so the images are stacked and gathered once in sorted order, every op runs on a whole run
+        of equal jitter order, and the result is scattered back once."""
+        stack = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
+        index = torch.tensor(order, device=stack.device)
+        x = stack.index_select(0, index).to(torch.float32)
+        p = [params[i] for i in order]
+        self._colour_ops(x, p)
+        out = torch.empty_like(stack, dtype=torch.uint8)
+        out[index] = x.to(torch.uint8)  # whole numbers in [0, 255]
         return out
 
     def _apply_chunk(
@@ -259,11 +288,21 @@ class BatchedPhotometric:
         x = buffer[: len(rows)]  # (n, 3, S, S) whole numbers, planar
         for k, i in enumerate(rows):
             x[k].copy_(images[i])  # resized crops come channels-last: cast and transpose in one copy
-        p = [params[i] for i in rows]
-        if p[0].jitter_order:
-            factors = torch.tensor([q.jitter_factors for q in p], dtype=torch.float64)  # (n, 4)
-            for op in p[0].jitter_order:
-                JITTER_OPS[op](x, factors[:, op])
+        self._colour_ops(x, [params[i] for i in rows])
+        # whole numbers in [0, 255]: going through int32 is the same cast, and several times
+        # faster than float -> uint8 on CPU
+        levels = x.to(torch.int32)
+        for k, i in enumerate(rows):
+            out[i].copy_(levels[k])
+
+    def _colour_ops(self, x: torch.Tensor, p: Sequence[FrameColour]) -> None:
+        """Every op of the draws p on x (n, 3, S, S) float, in place; p sorted by jitter order
+        (grayscale, blur next), so each op runs once per run of images that take it."""
+        for start, end, jitter in _runs([q.jitter_order for q in p]):
+            if jitter:
+                factors = torch.tensor([q.jitter_factors for q in p[start:end]], dtype=torch.float64)  # (n, 4)
+                for op in jitter:
+                    JITTER_OPS[op](x[start:end], factors[:, op])
         for start, end, gray in _runs([q.grayscale for q in p]):
             if gray:
                 grayscale_(x[start:end])
@@ -273,11 +312,6 @@ class BatchedPhotometric:
         for start, end, solarize in _runs([q.solarize for q in p]):
             if solarize:
                 solarize_(x[start:end])
-        # whole numbers in [0, 255]: going through int32 is the same cast, and several times
-        # faster than float -> uint8 on CPU
-        levels = x.to(torch.int32)
-        for k, i in enumerate(rows):
-            out[i].copy_(levels[k])
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, S, S) -> uint8 (N, 3, S, S), parameters drawn image by image."""
@@ -297,6 +331,11 @@ def resized_crop(images: torch.Tensor, box: tuple[int, int, int, int], size: int
     crop = images[..., top : top + height, left : left + width]
     if (height, width) == (size, size):
         return crop
+    if not cpu_kernels(crop):  # torch's antialiased uint8 resize is CPU-only: float, rounded back
+        batch = crop if crop.dim() == 4 else crop.unsqueeze(0)
+        out = F.interpolate(batch.float(), size=[size, size], mode="bicubic", align_corners=False, antialias=True)
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+        return out if crop.dim() == 4 else out.squeeze(0)
     # torch's uint8 path wants a dense channels-last input: a crop view would be copied anyway,
     # and this copy is the cheaper one
     batch = (crop if crop.dim() == 4 else crop.unsqueeze(0)).contiguous(memory_format=torch.channels_last)
@@ -356,3 +395,71 @@ class RandomResizedCrop:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (..., 3, H, W) -> (..., 3, size, size), one box for all leading images."""
         return resized_crop(images, self.draw(*images.shape[-2:]), self.size)
+
+
+# --- the two view paths ----------------------------------------------------------------------------
+
+
+class ClipViews:
+    """Base of the methods' clip views, split where the loader may stop (docs/data.md "Two view paths").
+
+    - `loader_stage(clip)`: uint8 (T, H, W, 3) -> a uint8 tensor whose size is the same for every
+      clip of a run (so a batch collates); it may draw (DoRA's shared pre-crop does);
+    - `draw(shape)`: every remaining random parameter of one sample, from torch's global CPU RNG,
+      with the calls in the order the views have always made them; shape: loader_stage's output's;
+    - `apply(x, draws)`: a batch x (B, *shape) on any device and B draws -> the views, each
+      (B, T, 3, S, S) uint8. No randomness here, so where it runs cannot change what it makes.
+
+    `__call__` is the loader path: the three in a row for one clip (a batch of one), so both paths
+    run the same code and, for the same seed, the same draws.
+    """
+
+    def loader_stage(self, clip: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def draw(self, shape: torch.Size) -> object:
+        raise NotImplementedError
+
+    def apply(self, x: torch.Tensor, draws: Sequence[object]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def __call__(self, clip: torch.Tensor) -> list[torch.Tensor]:
+        x = self.loader_stage(clip)
+        return [v.squeeze(0) for v in self.apply(x.unsqueeze(0), [self.draw(x.shape)])]
+
+    def on_device(
+        self, batch: Sequence[torch.Tensor], to_device: Callable[[torch.Tensor], torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """The accelerator path's second half: a collated `LoaderStage` batch [x (B, ...), RNG states
+        (B, n)] -> the views on to_device's device. Each sample's draws continue its own RNG stream
+        where the loader stage left it (a per-sample loop of small CPU calls; the global RNG is
+        restored after, so drop path and the rest of training draw as on the loader path); the ops
+        then run once for the batch where the draws allow it (`apply`)."""
+        if len(batch) != 2 or batch[1].dtype != torch.uint8 or batch[1].dim() != 2:
+            raise ValueError("views on the device expect a LoaderStage batch [clips, RNG states]")
+        x, states = batch
+        draws = []
+        with torch.random.fork_rng(devices=[]):
+            for state in states:
+                torch.set_rng_state(state.clone())  # its own storage: a row view crashes set_rng_state
+                draws.append(self.draw(x.shape[1:]))
+        with torch.no_grad():
+            return self.apply(to_device(x), draws)
+
+
+class LoaderStage:
+    """The loader's share of the views under `aug.device=accelerator`: clip -> [loader_stage(clip),
+    the RNG state after it] (uint8 (5056,) for the CPU generator), both collated by the loader.
+    Picklable; `source_crop` is the views' (the engine's resolution check reads it)."""
+
+    def __init__(self, views: ClipViews) -> None:
+        self.views = views
+        self.source_crop = getattr(views, "source_crop", None)
+
+    def __call__(self, clip: torch.Tensor) -> list[torch.Tensor]:
+        return [self.views.loader_stage(clip), torch.get_rng_state()]
+
+
+def check_clip(clip: torch.Tensor, what: str) -> None:
+    if clip.dim() != 4 or clip.shape[-1] != 3 or clip.dtype != torch.uint8:
+        raise ValueError(f"{what} need a uint8 clip (T, H, W, 3), got {clip.dtype} {tuple(clip.shape)}")

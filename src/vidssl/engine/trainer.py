@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from lightning.fabric import Fabric
 
-from vidssl.config import RUN_CONFIG_NAME, Config, to_dict, to_yaml
+from vidssl.config import RUN_CONFIG_NAME, Config, EngineConfig, to_dict, to_yaml
 from vidssl.data import build_training_data
 from vidssl.data.errors import DecodeLimitError
 from vidssl.engine import checkpoint as ckpt
@@ -47,6 +47,19 @@ def resolve_precision(precision: str | None, accelerator: str) -> str:
     if accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available()):
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def make_fabric(e: EngineConfig) -> tuple[Fabric, str]:
+    """A launched Fabric for `e` (accelerator, devices, nodes, strategy) and its precision, chosen as
+    pretraining chooses it: the public hook for other training loops on this engine (SeCAt)."""
+    # Fabric announces its precision plugin on stderr; our start line says the same.
+    for name in ("lightning.fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    precision = resolve_precision(e.precision, e.accelerator)
+    fabric = Fabric(accelerator=e.accelerator, devices=e.devices, num_nodes=e.num_nodes, strategy=e.strategy,
+                    precision=precision)
+    fabric.launch()
+    return fabric, precision
 
 
 @dataclass
@@ -105,16 +118,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.callbacks = list(callbacks)
-        e = cfg.engine
-        # Fabric announces its precision plugin on stderr; our start line says the same.
-        for name in ("lightning.fabric", "lightning.pytorch"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        self.precision = resolve_precision(e.precision, e.accelerator)
-        self.fabric = Fabric(
-            accelerator=e.accelerator, devices=e.devices, num_nodes=e.num_nodes, strategy=e.strategy,
-            precision=self.precision,
-        )
-        self.fabric.launch()
+        self.fabric, self.precision = make_fabric(cfg.engine)
         self.resume_payload = self._prepare_run_dir(resume)
 
     # ------------------------------------------------------------------ setup
@@ -141,7 +145,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         method = build_method(cfg)
         self.data = build_training_data(
-            cfg.data, method.make_transform(), seed=cfg.engine.seed, rank=fabric.global_rank, world_size=fabric.world_size,
+            cfg.data, method.make_loader_transform(), seed=cfg.engine.seed, rank=fabric.global_rank, world_size=fabric.world_size,
         )
         available = self.data.batches_per_epoch(cfg.data.batch_size)
         if available < 1:
@@ -162,7 +166,8 @@ class Trainer:
         self.total_steps = cfg.optim.epochs * spe
         per_clip = cfg.data.frames_per_clip if cfg.optim.lr_scale_by == "frames" else 1
         self.schedules = Schedules.from_config(cfg, spe, cfg.data.batch_size * fabric.world_size * per_clip)
-        optimizer = torch.optim.AdamW(param_groups(method.student), lr=0.0)
+        # a method may scale the lr per parameter (TimeT: backbone 1/10 of the head)
+        optimizer = torch.optim.AdamW(param_groups(method.student, method.lr_scale), lr=0.0)
         self.method: Method = method
         self.model, self.optimizer = fabric.setup(method, optimizer)
         # Different augment/drop-path randomness per rank from here on.
@@ -240,7 +245,7 @@ class Trainer:
         lr = self.schedules.lr(self.step)
         wd = self.schedules.weight_decay(self.step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr
             group["weight_decay"] = wd if group["apply_wd"] else 0.0
         return {"lr": lr, "weight_decay": wd}
 
@@ -271,7 +276,9 @@ class Trainer:
         if scaler is not None and scaler.get_scale() < scale_before:
             values["skipped_by_scaler"] = 1.0  # inf/NaN gradients: no update, so no EMA either
         else:
-            ema_update(self.method.teacher, self.method.student, momentum)
+            ema_update(self.method.teacher, self.method.student, momentum,
+                       only_trainable=self.method.ema_only_trainable)
+        self.method.after_optimizer_step()
         values.update(loss=loss.item(), momentum=momentum, **logs)
         return values
 
@@ -335,7 +342,8 @@ class Trainer:
                     if self._count_decode_errors(batch["skipped"], empty=len(batch["video"]) == 0):
                         continue  # no clip left in some rank's batch: every rank skips this step
                     arrived = time.perf_counter()  # since step_start: waiting for the loader
-                    views = [fabric.to_device(v) for v in batch["views"]]
+                    # to the device; under aug.device=accelerator the method makes the views there
+                    views = self.method.views_on_device(batch["views"], fabric.to_device)
                     values = self._train_step(views)
                     self.step += 1
                     now = time.perf_counter()
