@@ -21,11 +21,17 @@ COMMAND_MODULES: tuple[tuple[str, str | None], ...] = (
     ("vidssl.cli.show_attention", "show"),
     ("vidssl.cli.show_tracks", "show"),
     ("vidssl.cli.show_segment", "show"),
+    ("vidssl.cli.secat", "secat"),
+    ("vidssl.cli.analyze", None),
+    ("vidssl.cli.anonymize", None),
+    ("vidssl.cli.wtours", "wtours"),
 )
 
 GROUP_HELP = {
     "eval": "evaluate an encoder (k-NN, linear probe, DAVIS, unsupervised segmentation)",
     "show": "pictures of what an encoder sees (attention, tracked objects, segmentation)",
+    "secat": "SeCAt: few-shot naming with a small LM, adapted on self-supervised clusters (train, eval)",
+    "wtours": "the Walking Tours dataset: list the ten videos and where to get them, check downloaded files",
 }
 
 
