@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 
-def _common(p: argparse.ArgumentParser, cache: bool = True) -> None:
+def add_common_options(p: argparse.ArgumentParser, cache: bool = True) -> None:
+    """The options every `vidssl eval` command shares (weights, device, JSON; with `cache`, feature extraction)."""
     p.add_argument("--weights", required=True, metavar="W",
                    help="our .safetensors export, a run directory or checkpoint, an official DINO/DoRA "
                         "checkpoint, a timm state dict, or random:MODEL_NAME (e.g. random:vit_small_patch16_224)")
@@ -30,7 +31,7 @@ def _common(p: argparse.ArgumentParser, cache: bool = True) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("knn", help="weighted k-NN on [CLS] features (DINO protocol)",
                               description="Weighted k-NN classification (DINO protocol, SPEC 4.1) on ImageFolder layouts.")
-    _common(p)
+    add_common_options(p)
     p.add_argument("--train", required=True, metavar="DIR", help="training images, ImageFolder layout DIR/CLASS/IMAGE")
     p.add_argument("--val", required=True, metavar="DIR", help="validation images, ImageFolder layout with the same classes")
     p.add_argument("--k", type=int, nargs="+", action="extend", help="numbers of neighbours (default 10 20 100 200)")
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("linear", help="linear probe on frozen features (DINO protocol, or fast on cached features)",
                               description="Linear probe (DINO protocol, SPEC 4.2). --mode full re-augments the images "
                                           "every epoch; --mode fast trains on cached center-crop features (CPU friendly).")
-    _common(p)
+    add_common_options(p)
     p.add_argument("--train", required=True, metavar="DIR", help="training images, ImageFolder layout")
     p.add_argument("--val", required=True, metavar="DIR", help="validation images, ImageFolder layout with the same classes")
     p.add_argument("--mode", choices=("full", "fast"), default="full",
@@ -58,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("davis", help="DAVIS-2017 video object segmentation by label propagation, J&F",
                               description="Semi-supervised VOS by label propagation (DINO protocol, SPEC 4.3) on the "
                                           "DAVIS-2017 layout; writes indexed PNGs and scores J and F itself.")
-    _common(p, cache=False)
+    add_common_options(p, cache=False)
     p.add_argument("--davis", required=True, metavar="DIR",
                    help="DAVIS-2017 root with JPEGImages/480p, Annotations/480p, ImageSets/2017/SPLIT.txt")
     p.add_argument("--split", default="val", help="split file under ImageSets/2017 (default val)")
@@ -78,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("unsup-seg", help="unsupervised segmentation: k-means on patch features + matching, mIoU",
                               description="K-means on frozen patch features with Hungarian (or many-to-one) matching "
                                           "to ground truth (TimeT protocol, SPEC 4.5).")
-    _common(p)
+    add_common_options(p)
     p.add_argument("--data", required=True, metavar="DIR", help="dataset root in the --layout")
     p.add_argument("--layout", required=True, choices=("voc", "davis"),
                    help="voc: JPEGImages, SegmentationClass, ImageSets/Segmentation; davis: the DAVIS-2017 layout")
@@ -99,11 +100,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # Each command passes its options to the library's evaluate_* and prints / writes what it returns.
 
 
-def _encoder(args: argparse.Namespace) -> dict:
+def encoder_options(args: argparse.Namespace) -> dict:
     return dict(checkpoint_key=args.checkpoint_key, seed=args.seed, device=args.device)
 
 
-def _cached(args: argparse.Namespace) -> dict:
+def cache_options(args: argparse.Namespace) -> dict:
     return dict(batch_size=args.batch_size, num_workers=args.num_workers, cache=not args.no_cache,
                 cache_dir=args.cache_dir)
 
@@ -115,7 +116,7 @@ def run_knn(args: argparse.Namespace) -> int:
     with one_line_warnings():
         args.k = args.k or list(DEFAULT_KS)  # not an argparse default: `extend` would add to it
         result = evaluate_knn(args.weights, args.train, args.val, k=args.k, temperature=args.temperature,
-                              image_size=args.image_size, **_cached(args), **_encoder(args))
+                              image_size=args.image_size, **cache_options(args), **encoder_options(args))
     metrics = result["metrics"]
     main_k = 20 if 20 in args.k else args.k[0]
     parts = " ".join(f"top1@{k}={metrics[f'top1@{k}']:.2f}" for k in args.k)
@@ -131,7 +132,7 @@ def run_linear(args: argparse.Namespace) -> int:
     with one_line_warnings():
         result = evaluate_linear(args.weights, args.train, args.val, mode=args.mode, epochs=args.epochs, lr=args.lr,
                                  train_batch_size=args.train_batch_size, n_last_blocks=args.n_last_blocks,
-                                 avgpool=args.avgpool, image_size=args.image_size, **_cached(args), **_encoder(args))
+                                 avgpool=args.avgpool, image_size=args.image_size, **cache_options(args), **encoder_options(args))
     metrics = result["metrics"]
     finish(result, f"linear[{args.mode}] {args.weights}: best top1={metrics['best_top1']:.2f} "
                    f"(epoch {int(metrics['best_epoch'])}) last top1={metrics['last_top1']:.2f} "
@@ -139,7 +140,7 @@ def run_linear(args: argparse.Namespace) -> int:
     return 0
 
 
-def _num(value: float | None) -> str:
+def format_number(value: float | None) -> str:
     return "nan" if value is None else f"{value:.2f}"
 
 
@@ -151,11 +152,11 @@ def run_davis(args: argparse.Namespace) -> int:
         result = evaluate_davis(args.weights, args.davis, split=args.split, out=args.out, sequences=args.sequences,
                                 resolution=args.resolution, long_multiple=args.long_multiple, n_last=args.n_last,
                                 radius=args.radius, topk=args.topk, temperature=args.temperature,
-                                batch_size=args.batch_size, cache_dir=args.cache_dir, **_encoder(args))
+                                batch_size=args.batch_size, cache_dir=args.cache_dir, **encoder_options(args))
     m = result["metrics"]
     unscored = f", {len(m['unscored_sequences'])} unscored" if m["unscored_sequences"] else ""
-    finish(result, f"davis {args.weights}: J&F-mean={_num(m['J&F-mean'])} J-mean={_num(m['J-mean'])} "
-                   f"F-mean={_num(m['F-mean'])} ({len(m['sequences'])} sequences, {m['objects']} objects{unscored})",
+    finish(result, f"davis {args.weights}: J&F-mean={format_number(m['J&F-mean'])} J-mean={format_number(m['J-mean'])} "
+                   f"F-mean={format_number(m['F-mean'])} ({len(m['sequences'])} sequences, {m['objects']} objects{unscored})",
            args.json)
     return 0
 
@@ -169,10 +170,10 @@ def run_unsup_seg(args: argparse.Namespace) -> int:
                                     num_clusters=args.num_clusters, many_to_one=args.many_to_one,
                                     precision_based=args.precision_based, input_size=args.input_size,
                                     eval_size=args.eval_size, clip_frames=args.clip_frames,
-                                    kmeans_seed=args.kmeans_seed, **_cached(args), **_encoder(args))
+                                    kmeans_seed=args.kmeans_seed, **cache_options(args), **encoder_options(args))
     metrics = result["metrics"]
     k = f"K={args.num_clusters}" if args.num_clusters else "K=#GT"
-    parts = " ".join(f"{p}-wise mIoU={_num(metrics[p]['mIoU'])}" for p in metrics)
+    parts = " ".join(f"{p}-wise mIoU={format_number(metrics[p]['mIoU'])}" for p in metrics)
     finish(result, f"unsup-seg {args.weights} ({args.layout}, {k}{', many-to-one' if args.many_to_one else ''}): {parts}",
            args.json)
     return 0

@@ -18,6 +18,10 @@ COMMAND_MODULES: tuple[tuple[str, str | None], ...] = (
     ("vidssl.cli.export", None),
     ("vidssl.cli.config_cmd", None),
     ("vidssl.cli.evaluate", "eval"),
+    ("vidssl.cli.eval_semseg", "eval"),
+    ("vidssl.cli.eval_objdisc", "eval"),
+    ("vidssl.cli.eval_track", "eval"),
+    ("vidssl.cli.eval_report", "eval"),
     ("vidssl.cli.show_attention", "show"),
     ("vidssl.cli.show_tracks", "show"),
     ("vidssl.cli.show_segment", "show"),
@@ -28,7 +32,8 @@ COMMAND_MODULES: tuple[tuple[str, str | None], ...] = (
 )
 
 GROUP_HELP = {
-    "eval": "evaluate an encoder (k-NN, linear probe, DAVIS, unsupervised segmentation)",
+    "eval": "evaluate an encoder (k-NN, linear probe, DAVIS, unsupervised and linear segmentation, object "
+            "discovery, tracking) or several in one report",
     "show": "pictures of what an encoder sees (attention, tracked objects, segmentation)",
     "secat": "SeCAt: few-shot naming with a small LM, adapted on self-supervised clusters (train, eval)",
     "wtours": "the Walking Tours dataset: list the ten videos and where to get them, check downloaded files",

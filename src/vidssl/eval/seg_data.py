@@ -1,7 +1,11 @@
-"""Segmentation datasets for the k-means evaluation: PASCAL VOC and DAVIS-2017 layouts.
+"""Segmentation datasets for the k-means and linear-probe evaluations: PASCAL VOC, ADE20k and
+DAVIS-2017 layouts.
 
 VOC: ROOT/JPEGImages/ID.jpg, ROOT/SegmentationClass/ID.png (indexed, 255 void),
-ROOT/ImageSets/Segmentation/SPLIT.txt. DAVIS: see `vidssl.eval.davis.read_davis`; every frame
+ROOT/ImageSets/Segmentation/SPLIT.txt. ADE20k (SceneParsing, ADEChallengeData2016):
+ROOT/images/SPLIT/NAME.jpg and ROOT/annotations/SPLIT/NAME.png (grayscale, 0 = "other", 1..150
+the classes), SPLIT training|validation; ROOT may also be the folder that holds
+ADEChallengeData2016. DAVIS: see `vidssl.eval.davis.read_davis`; every frame
 with an annotation is a sample and its sequence is its clip (or consecutive chunks of
 `clip_frames` frames).
 """
@@ -47,6 +51,41 @@ def read_voc(root: str | Path, split: str = "val") -> list[SegSample]:
         out.append(SegSample(img, mask, name))
     if not out:
         raise DatasetError(f"{listing}: lists no images")
+    return out
+
+
+ADE_SPLITS = {"train": "training", "val": "validation", "training": "training", "validation": "validation"}
+
+
+def ade20k_root(root: str | Path) -> Path:
+    """The ADEChallengeData2016 folder: `root` itself or its child of that name."""
+    root = Path(root)
+    for cand in (root, root / "ADEChallengeData2016"):
+        if (cand / "images").is_dir() and (cand / "annotations").is_dir():
+            return cand
+    raise DatasetError(f"{root}: not an ADE20k folder (expected ADEChallengeData2016/images|annotations/"
+                       "training|validation)")
+
+
+def read_ade20k(root: str | Path, split: str = "validation") -> list[SegSample]:
+    """Every image of ROOT/images/SPLIT with its annotation ROOT/annotations/SPLIT/NAME.png, sorted by
+    name. `split`: training | validation (train | val accepted)."""
+    if split not in ADE_SPLITS:
+        raise DatasetError(f"ADE20k split '{split}': valid splits are training, validation")
+    base = ade20k_root(root)
+    split = ADE_SPLITS[split]
+    images, labels = base / "images" / split, base / "annotations" / split
+    for d in (images, labels):
+        if not d.is_dir():
+            raise DatasetError(f"{d}: folder not found (expected the ADE20k layout images|annotations/{split})")
+    out = []
+    for img in sorted(p for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.is_file()):
+        mask = labels / f"{img.stem}.png"
+        if not mask.is_file():
+            raise DatasetError(f"{mask}: annotation of {img.name} is missing")
+        out.append(SegSample(img, mask, img.stem))
+    if not out:
+        raise DatasetError(f"{images}: no images")
     return out
 
 
