@@ -173,21 +173,11 @@ def _xml_boxes(path: Path, skip_difficult: bool) -> list[tuple[float, float, flo
 
 
 def read_voc_boxes(root: str | Path, split: str = "trainval", skip_difficult: bool = False) -> list[BoxSample]:
-    root = Path(root)
-    check_name(split, "split", root)
-    listing = root / "ImageSets" / "Main" / f"{split}.txt"
-    if not listing.is_file():
-        raise DatasetError(f"{listing}: split file not found (expected the VOC layout ImageSets/Main/{split}.txt)")
+    from vidssl.eval.seg_data import voc_split
+
+    listing, items = voc_split(Path(root), "Main", split, "Annotations", ".xml")
     out = []
-    for line in listing.read_text().splitlines():
-        name = line.split()[0] if line.strip() else ""
-        if not name:
-            continue
-        check_name(name, "image id", listing)
-        img, xml = root / "JPEGImages" / f"{name}.jpg", root / "Annotations" / f"{name}.xml"
-        for p in (img, xml):
-            if not p.is_file():
-                raise DatasetError(f"{p}: listed in {listing} but missing")
+    for name, img, xml in items:
         boxes = _xml_boxes(xml, skip_difficult)
         if not boxes:
             warn(f"{xml}: no ground-truth box; image {name} is left out of CorLoc")

@@ -33,22 +33,30 @@ class SegSample:
     clip: str  # the video a frame belongs to (its own name for independent images)
 
 
-def read_voc(root: str | Path, split: str = "val") -> list[SegSample]:
-    root = Path(root)
+def voc_split(root: Path, task: str, split: str, annotations: str, suffix: str) -> tuple[Path, list[tuple[str, Path, Path]]]:
+    """A VOC split listing (`ImageSets/TASK/SPLIT.txt`, first word of each line) -> (its path,
+    [(id, JPEGImages/id.jpg, ANNOTATIONS/id SUFFIX)]), each file checked to exist."""
     check_name(split, "split", root)
-    listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    listing = root / "ImageSets" / task / f"{split}.txt"
     if not listing.is_file():
-        raise DatasetError(f"{listing}: split file not found (expected the VOC layout ImageSets/Segmentation/{split}.txt)")
+        raise DatasetError(f"{listing}: split file not found (expected the VOC layout ImageSets/{task}/{split}.txt)")
     out = []
-    for name in (n.strip() for n in listing.read_text().splitlines()):
+    for line in listing.read_text().splitlines():
+        name = line.split()[0] if line.strip() else ""
         if not name:
             continue
         check_name(name, "image id", listing)
-        img, mask = root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClass" / f"{name}.png"
-        for p in (img, mask):
+        img, ann = root / "JPEGImages" / f"{name}.jpg", root / annotations / f"{name}{suffix}"
+        for p in (img, ann):
             if not p.is_file():
                 raise DatasetError(f"{p}: listed in {listing} but missing")
-        out.append(SegSample(img, mask, name))
+        out.append((name, img, ann))
+    return listing, out
+
+
+def read_voc(root: str | Path, split: str = "val") -> list[SegSample]:
+    listing, items = voc_split(Path(root), "Segmentation", split, "SegmentationClass", ".png")
+    out = [SegSample(img, mask, name) for name, img, mask in items]
     if not out:
         raise DatasetError(f"{listing}: lists no images")
     return out
