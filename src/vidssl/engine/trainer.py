@@ -32,21 +32,21 @@ class NonFiniteLoss(VidsslError):
     """The loss became NaN or infinite; the run stops before touching the weights."""
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX. Without them bf16 matmuls are emulated: on this project's AVX2 CPUs a
-    bf16 autocast training step measured about 16x slower than fp32 (docs/engine.md)."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+def cpu_has_amx() -> bool:
+    """AMX tiles (Intel Sapphire Rapids and later): the CPUs where bf16 autocast trains faster than
+    fp32. Without AMX it is slower: emulated on AVX2 (16x slower), and 1.4-1.7x slower even with
+    AVX512-BF16 for vidssl's steps (docs/engine.md)."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def resolve_precision(precision: str | None, accelerator: str) -> str:
     """The configured precision, else: bf16 autocast on GPUs that support it (fp16 with a scaler on
-    older ones), bf16 on CPUs with native bf16 matmuls, fp32 on other CPUs (docs/engine.md)."""
+    older ones), bf16 on CPUs with AMX, fp32 on other CPUs (docs/engine.md)."""
     if precision is not None:
         return precision
     if accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available()):
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+    return "bf16-mixed" if cpu_has_amx() else "32-true"
 
 
 def make_fabric(e: EngineConfig) -> tuple[Fabric, str]:
