@@ -41,6 +41,19 @@ from vidssl.data.writer import write_video
 T, STRIDE = 8, 60
 
 
+def bench_video(given: str | None, work: Path, uhd: bool, seconds: float, fps: int, gop: int) -> Path:
+    """`given`, else a generated 1080p (or 4K) video in `work` (made once, kept with --keep)."""
+    if given:
+        return Path(given)
+    w, h = (3840, 2160) if uhd else (1920, 1080)
+    video = work / f"bench-{h}p-{seconds:g}s-{fps}fps-gop{gop}.mp4"
+    if not video.exists():
+        t = time.perf_counter()
+        make_video(video, w, h, seconds, fps, gop)
+        print(f"generated {video.name} in {time.perf_counter() - t:.0f} s")
+    return video
+
+
 def make_video(path: Path, width: int, height: int, seconds: float, fps: int, gop: int) -> Path:
     """The sample scene upscaled to width x height, with fine grain so it is not too easy to code."""
     import av
@@ -151,15 +164,7 @@ def main() -> None:
     work = Path(args.keep or tempfile.mkdtemp(prefix="vidssl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        if args.video:
-            video = Path(args.video)
-        else:
-            w, h = (3840, 2160) if args.uhd else (1920, 1080)
-            video = work / f"long-{h}p-gop{args.gop}.mp4"
-            if not video.exists():
-                t = time.perf_counter()
-                make_video(video, w, h, args.seconds, args.fps, args.gop)
-                print(f"generated {video.name} in {time.perf_counter() - t:.0f} s")
+        video = bench_video(args.video, work, args.uhd, args.seconds, args.fps, args.gop)
         info = probe_video(video)
         print(f"video: {info.width}x{info.height}, {info.num_frames} frames @ {info.fps:g} fps, "
               f"{video.stat().st_size / 1e6:.1f} MB, GOP {args.gop}")

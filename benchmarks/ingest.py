@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from clip_loading import make_video, plain_decode_fps
+from clip_loading import bench_video, plain_decode_fps
 
 from vidssl.data.ingest import IngestOptions, ingest
 from vidssl.data.store import open_store
@@ -53,13 +53,7 @@ def main() -> None:
     work = Path(args.keep or tempfile.mkdtemp(prefix="vidssl-ingest-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        if args.video:
-            video = Path(args.video)
-        else:
-            w, h = (3840, 2160) if args.uhd else (1920, 1080)
-            video = work / f"ingest-{h}p-{args.seconds:g}s-gop{args.gop}.mp4"
-            if not video.exists():
-                make_video(video, w, h, args.seconds, 30, args.gop)
+        video = bench_video(args.video, work, args.uhd, args.seconds, 30, args.gop)
         info = probe_video(video)
         print(f"video: {video.name}, {info.width}x{info.height} {info.codec}, {info.num_frames} frames @ {info.fps:g} fps; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
