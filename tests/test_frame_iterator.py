@@ -14,18 +14,10 @@ import pytest
 from vidssl.data.video import FrameIterator, PyAVReader, iter_frames
 from vidssl.data.writer import moving_frames, write_video
 
-from test_frame_order import N, ffmpeg_decode, number_of, write
+from test_frame_order import N, ffmpeg_decode, number_of
+from test_frame_order import video as bframes  # noqa: F401 - the same B-frame files (a fixture)
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg binary")
-
-
-@pytest.fixture(scope="module", params=[("mpeg4", "avi", "avi"), ("libx264", "mp4", "mp4"),
-                                        ("libx264", "matroska", "mkv")], ids=["avi-mpeg4", "mp4-h264", "mkv-h264"])
-def bframes(request, tmp_path_factory) -> Path:
-    codec, fmt, ext = request.param
-    if codec not in av.codecs_available:
-        pytest.skip(f"PyAV has no {codec} encoder")
-    return write(tmp_path_factory.mktemp("it") / f"bf.{ext}", codec, fmt)
 
 
 def test_one_pass_is_ffmpegs_decode_and_the_readers(bframes):

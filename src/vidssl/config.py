@@ -327,9 +327,9 @@ def resolve_preset_path(name_or_path: str, relative_to: Path | None = None) -> P
     return preset
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    """The YAML mapping in `path`; unreadable, non-UTF-8 or invalid YAML is one line:
-    `<file>: line N: <problem>`."""
+def load_yaml(path: Path) -> Any:
+    """The YAML value in `path` ({} for an empty file); unreadable, non-UTF-8 or invalid YAML is
+    one line: `<file>: line N: <problem>`."""
     path = Path(path)
     try:
         data = path.read_bytes()

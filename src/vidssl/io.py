@@ -147,6 +147,20 @@ def write_json(path: Path | str, obj: Any, indent: int | None = 1) -> Path:
     return write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def read_jsonl(path: Path | str) -> list[dict]:
+    """The rows of a JSON-lines file (metrics.jsonl and the like); blank lines are skipped."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def drop_rows_after(path: Path | str, step: int) -> None:
+    """Keep the rows of a JSON-lines log up to `step` (a resumed run writes the later ones again)."""
+    if Path(path).is_file():
+        rows = read_jsonl(path)
+        kept = [r for r in rows if r.get("step", 0) <= step]
+        if len(kept) != len(rows):
+            write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
 def write_npy(path: Path | str, array: Any) -> Path:
     import numpy as np
 
@@ -155,4 +169,4 @@ def write_npy(path: Path | str, array: Any) -> Path:
     return Path(path)
 
 
-__all__ = ["OutputError", "atomic_open", "atomic_path", "atomic_write", "ensure_dir", "output_error", "remove_stale_temporaries", "writable_dir", "write_json", "write_npy", "write_text"]
+__all__ = ["OutputError", "atomic_open", "atomic_path", "atomic_write", "drop_rows_after", "ensure_dir", "read_jsonl", "output_error", "remove_stale_temporaries", "writable_dir", "write_json", "write_npy", "write_text"]

@@ -195,12 +195,11 @@ def print_what_it_learned(cfg, run_dir: Path) -> None:
 
 def timet_summary(run_dir: Path) -> str:
     """First and last logged loss, prototypes in use as pseudo-labels and student agreement."""
-    import json
-
     from vidssl.engine.run_log import METRICS_NAME
+    from vidssl.io import read_jsonl
 
     path = run_dir / METRICS_NAME
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = read_jsonl(path) if path.is_file() else []
     if not rows:
         return f"TimeT: no metrics logged in {path}"
     first, last = rows[0], rows[-1]

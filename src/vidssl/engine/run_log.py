@@ -10,6 +10,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from vidssl.io import drop_rows_after
+
 METRICS_NAME = "metrics.jsonl"
 
 
@@ -19,9 +21,7 @@ class RunLog:
 
     def __init__(self, run_dir: Path, start_step: int, total: int, progress: bool) -> None:
         self.path = run_dir / METRICS_NAME
-        if self.path.exists():
-            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= start_step]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+        drop_rows_after(self.path, start_step)
         self.file = open(self.path, "a")
         from torch.utils.tensorboard import SummaryWriter
 

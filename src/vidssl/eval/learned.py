@@ -7,13 +7,12 @@ teacher and random init of the same architecture are scored on the sample's held
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any
 
-from vidssl.io import write_json
+from vidssl.io import read_jsonl, write_json
 
 LEARNED_NAME = "learned.json"
 DIAGNOSTICS = ("teacher_entropy", "teacher_batch_entropy", "kl", "center_norm", "mask_iou", "plan_distance")
@@ -21,7 +20,7 @@ DIAGNOSTICS = ("teacher_entropy", "teacher_batch_entropy", "kl", "center_norm", 
 
 def diagnostics_at_end(metrics: Path) -> dict[str, float]:
     """Loss at the first logged step and, for the last tenth of the logged steps, the mean loss and diagnostics."""
-    rows = [json.loads(ln) for ln in Path(metrics).read_text().splitlines() if ln.strip()]
+    rows = read_jsonl(metrics)
     tail = rows[-max(1, len(rows) // 10):]
     out = {"loss_start": rows[0]["loss"], "loss_end": statistics.fmean(r["loss"] for r in tail), "steps": rows[-1]["step"]}
     for key in DIAGNOSTICS + tuple(k for k in tail[0] if k.startswith("attn_entropy_h")):

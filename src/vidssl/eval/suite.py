@@ -208,18 +208,13 @@ def parse_suite(data: Any, source: str = "suite") -> list[SuiteItem]:
 
 
 def load_suite(path: str | Path) -> list[SuiteItem]:
-    import yaml
+    from vidssl.config import ConfigError, load_yaml
 
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise VidsslError(f"suite {p}: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise VidsslError(f"suite {p}: not valid YAML: {one_line(e)}") from None
-    return parse_suite(data, str(p))
+    try:  # the config's YAML reader: unreadable, non-UTF-8 or invalid YAML is one line with its place
+        data = load_yaml(Path(path))
+    except ConfigError as e:
+        raise VidsslError(f"suite {e}") from None
+    return parse_suite(data, str(path))
 
 
 # --------------------------------------------------------------------------- running

@@ -171,9 +171,9 @@ class TimeT(Method):
         loss = alignment_loss(student_scores, maps[:, -1], m.student_temp)
         with torch.no_grad():
             targets = maps[:, -1].reshape(B, K, N).argmax(dim=1)
-            used = torch.unique(targets).numel()
-            logs = {
-                "clusters_used": float(used),  # distinct pseudo-labels in the batch: a collapse shows as 1
-                "agreement": float((student_scores.argmax(-1) == targets).float().mean()),
-            }
-        return loss, logs
+            # distinct pseudo-labels in the batch (a collapse shows as 1) and the student's agreement,
+            # read back in one device sync
+            used = (torch.bincount(targets.flatten(), minlength=K) > 0).sum().float()
+            agreement = (student_scores.argmax(-1) == targets).float().mean()
+            clusters_used, agreement = torch.stack([used, agreement]).tolist()
+        return loss, {"clusters_used": clusters_used, "agreement": agreement}

@@ -26,7 +26,7 @@ from vidssl.engine.trainer import GracefulStop, make_fabric
 from vidssl.errors import VidsslError
 from vidssl.eval.datasets import read_image_folder
 from vidssl.eval.features import FeatureCache, prepare_encoder
-from vidssl.io import ensure_dir, remove_stale_temporaries, write_json
+from vidssl.io import drop_rows_after, ensure_dir, remove_stale_temporaries, write_json
 from vidssl.secat.clusters import cluster_features, encode_images, list_images
 from vidssl.secat.episodes import EpisodeSampler, LayoutBuilder, collate, episode_rng
 from vidssl.secat.lm import load_lm, lm_width
@@ -120,16 +120,6 @@ def prepare_pool(cfg: SecatConfig, tokenizer: Any, vit: torch.nn.Module, weights
             "feature_dim": int(feats.shape[1])}, feats
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop the metric rows of steps after the checkpoint: a resumed run writes them again."""
-    if not path.is_file():
-        return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in rows if json.loads(line).get("step", 0) <= step]
-    if len(kept) != len(rows):
-        path.write_text("".join(line + "\n" for line in kept))
-
-
 def train_secat(cfg: SecatConfig, run_dir: str | Path, *, resume: bool = False, max_steps: int | None = None,
                 progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a SeCAt mapper into `run_dir`; returns {'step', 'loss', 'run_dir', ...}."""
@@ -198,7 +188,7 @@ def train_secat(cfg: SecatConfig, run_dir: str | Path, *, resume: bool = False, 
 
     if resume:
         if zero:
-            _truncate_metrics(run_dir / METRICS_NAME, step)
+            drop_rows_after(run_dir / METRICS_NAME, step)
     else:
         save()  # step 0: a run killed before its first periodic checkpoint can still be resumed
     end = cfg.steps if max_steps is None else min(cfg.steps, max_steps)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 
-from vidssl.io import atomic_write
+from vidssl.io import atomic_write, read_jsonl
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -23,18 +22,9 @@ def save_figure(fig: "plt.Figure", path: Path, dpi: int = 100) -> Path:
         plt.close(fig)
 
 
-def read_metrics(path: Path) -> list[dict]:
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line:
-            rows.append(json.loads(line))
-    return rows
-
-
 def plot_loss_curve(metrics_path: Path, out_png: Path) -> Path:
     """Loss (and learning rate on a second axis) against optimizer step."""
-    rows = [r for r in read_metrics(metrics_path) if "loss" in r]
+    rows = [r for r in read_jsonl(metrics_path) if "loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     steps = [r["step"] for r in rows]
     losses = [r["loss"] for r in rows]

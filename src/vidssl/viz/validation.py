@@ -72,9 +72,10 @@ def read_best(run_dir: Path, layout: str) -> dict | None:
 
 def plot_validation(rows_path: Path, out_png: Path) -> Path:
     """mIoU per protocol against the epoch, the best epoch marked."""
-    from vidssl.viz.plots import plt, read_metrics, save_figure
+    from vidssl.io import read_jsonl
+    from vidssl.viz.plots import plt, save_figure
 
-    rows = read_metrics(rows_path)
+    rows = read_jsonl(rows_path)
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     keys = [k for k in rows[0] if k.endswith("_mIoU")]
     for k in keys:
