@@ -27,7 +27,9 @@ class DINOHead(nn.Module):
             layers.append(nn.Linear(a, b))
             if i < nlayers - 1:
                 if use_bn:
-                    layers.append(nn.BatchNorm1d(b))
+                    # the head only ever trains: batch statistics in every mode, and no running
+                    # buffers that would drift apart between DDP ranks
+                    layers.append(nn.BatchNorm1d(b, track_running_stats=False))
                 layers.append(nn.GELU())
         self.mlp = nn.Sequential(*layers)
         self.apply(self._init_weights)
