@@ -1,9 +1,10 @@
 """The first losses of the built-in default (DoRA) and of DINO on the same frames, pinned.
 
 Recorded before the house moves (issue 9) and kept green through them; re-recorded once when the
-default's recipe changed (issue 10: BN head, tau_t 0.03, local crops 0.25-0.6, momentum 0.99). A refactor that changes
-what a step computes (views, head, EMA, schedules, tracking, the loss) moves these numbers. fp32 and
-deterministic, so the values depend only on the code, not on the CPU's bf16 support.
+default's recipe changed (issue 10: BN head, tau_t 0.03, local crops 0.25-0.6, momentum 0.99).
+A refactor that changes what a step computes (views, head, EMA, schedules, tracking, the loss)
+moves these numbers. fp32 and deterministic, so the values depend only on the code, not on the
+CPU's bf16 support.
 """
 
 from __future__ import annotations

@@ -166,11 +166,11 @@ class Trainer:
         self.total_steps = cfg.optim.epochs * spe
         per_clip = cfg.data.frames_per_clip if cfg.optim.lr_scale_by == "frames" else 1
         self.schedules = Schedules.from_config(cfg, spe, cfg.data.batch_size * fabric.world_size * per_clip)
-        # a method may scale the lr per parameter (TimeT: backbone 1/10 of the head)
-        optimizer = torch.optim.AdamW(param_groups(method.student, method.lr_scale), lr=0.0)
         if fabric.world_size > 1 and fabric.device.type != "cpu":
             # batch statistics over all ranks, as DINO's code does; torch has no SyncBatchNorm on the CPU
             method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        # a method may scale the lr per parameter (TimeT: backbone 1/10 of the head)
+        optimizer = torch.optim.AdamW(param_groups(method.student, method.lr_scale), lr=0.0)
         self.method: Method = method
         self.model, self.optimizer = fabric.setup(method, optimizer)
         # Different augment/drop-path randomness per rank from here on.
