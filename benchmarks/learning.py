@@ -1,6 +1,7 @@
 """Does it learn? Train tiny DoRA and tiny DINO-on-frames on the same frames for the same steps,
 score each teacher and random init of the same architecture on the built-in sample's ground truth
-(label-propagation J&F, k-NN by object), and print one table with the spread over random seeds.
+(label-propagation J&F, k-NN by object, clip-wise unsupervised segmentation by k-means: column
+'unsup', mIoU), and print one table with the spread over random seeds.
 
     python benchmarks/learning.py                                  # built-in sample, 200 steps each
     python benchmarks/learning.py --video walk.mp4 --minutes 5     # real footage, a time budget per method
@@ -65,12 +66,15 @@ def main() -> int:
     rand = random_init_scores(*arch_of(teacher), truth, args.seeds)
     mean, sd = rand["random_mean"], rand["random_sd"]
     print(f"\nruns in {root}; scores on {truth}")
-    print(f"{'model':34s} {'J&F':>7s} {'k-NN':>7s} {'loss start>end':>15s} {'H(q)':>6s} {'H(mean q)':>9s} {'KL':>6s} {'IoU':>5s}")
+    print(f"{'model':34s} {'J&F':>7s} {'k-NN':>7s} {'unsup':>7s} {'loss start>end':>15s} {'H(q)':>6s} "
+          f"{'H(mean q)':>9s} {'KL':>6s} {'IoU':>5s}")
     for r in rows:
-        print(f"{r['model']:34s} {r['J&F']:7.2f} {r['knn_top1']:7.2f} {r['loss_start']:6.2f} > {r['loss_end']:6.2f} "
+        print(f"{r['model']:34s} {r['J&F']:7.2f} {r['knn_top1']:7.2f} {r['unsup_mIoU']:7.2f} "
+              f"{r['loss_start']:6.2f} > {r['loss_end']:6.2f} "
               f"{r['teacher_entropy']:6.2f} {r['teacher_batch_entropy']:9.2f} {r['kl']:6.2f} {r.get('mask_iou', float('nan')):5.2f}")
     print(f"{'random init (' + str(args.seeds) + ' seeds, mean ± sd)':34s} "
-          f"{mean['J&F']:5.2f}±{sd['J&F']:.2f} {mean['knn_top1']:5.2f}±{sd['knn_top1']:.2f}")
+          f"{mean['J&F']:5.2f}±{sd['J&F']:.2f} {mean['knn_top1']:5.2f}±{sd['knn_top1']:.2f} "
+          f"{mean['unsup_mIoU']:5.2f}±{sd['unsup_mIoU']:.2f}")
     return 0
 
 

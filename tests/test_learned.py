@@ -11,9 +11,11 @@ from PIL import Image
 from vidssl.data.sample import NUM_FRAMES, render_labelled
 from vidssl.eval.davis import read_davis
 from vidssl.eval.datasets import read_image_folder
-from vidssl.eval.learned import LEARNED_NAME
+from vidssl.eval.learned import LEARNED_NAME, learned_report
 from vidssl.eval.palette import read_label_png
-from vidssl.eval.sample_bench import SEQUENCE_LENGTH, write_ground_truth
+from vidssl.eval.sample_bench import SEQUENCE_LENGTH, UNSUP_EVAL_SIZE, UNSUP_INPUT_SIZE, write_ground_truth
+from vidssl.eval.unsup_seg import evaluate_unsup_seg
+from vidssl.hub import load_encoder
 from test_pretrain import TINY_RUN, video, vidssl  # noqa: F401  (video is a fixture)
 
 
@@ -45,7 +47,7 @@ def test_ground_truth_is_davis_and_imagefolder_layout_of_the_held_out_frames(tru
     assert write_ground_truth(root) == summary  # written once
 
 
-def test_end_of_run_block_reports_the_numbers_of_the_files_it_names(video, tmp_path):  # noqa: F811
+def test_end_of_run_block_reports_the_numbers_of_the_files_it_names(video, truth, tmp_path):  # noqa: F811
     out = tmp_path / "run"
     proc = vidssl("pretrain", "default", "--video", str(video), "--out", str(out), "--steps", "4", *TINY_RUN)
     block = proc.stdout[proc.stdout.index("what it learned"):]
@@ -57,3 +59,19 @@ def test_end_of_run_block_reports_the_numbers_of_the_files_it_names(video, tmp_p
     assert saved["diagnostics"]["kl"] == pytest.approx(rows[-1]["kl"])
     assert str(out / LEARNED_NAME) in block and str(out / "loss.png") in block
     assert "J&F" not in block  # a user's video has no ground truth: diagnostics only
+    # on the built-in sample the block adds the teacher against random init on the held-out ground truth
+    root = truth[0]
+    text, result = learned_report(out, 128, root, seeds=1)
+    scores = result["sample_scores"]
+    assert scores == json.loads((out / LEARNED_NAME).read_text())["sample_scores"]
+    for name, key in (("label propagation J&F", "J&F"), ("k-NN top-1 by object", "knn_top1"),
+                      ("k-means segmentation mIoU", "unsup_mIoU")):
+        assert (f"{name}: trained {scores['trained'][key]:.2f} vs random init {scores['random_mean'][key]:.2f} "
+                f"± 0.00 (1 seed)") in text
+    # k-means is TimeT's clip protocol: one clustering and one matching per held-out sequence
+    clip = evaluate_unsup_seg(load_encoder(out), root / "davis", "davis", protocols=["clip"],
+                              input_size=UNSUP_INPUT_SIZE, eval_size=UNSUP_EVAL_SIZE, num_workers=0,
+                              cache=False)["metrics"]["clip"]
+    assert clip["units"] == len(read_davis(root / "davis"))
+    trained = scores["trained"]["unsup_mIoU"]
+    assert 0 < trained <= 100 and trained == pytest.approx(clip["mIoU"])

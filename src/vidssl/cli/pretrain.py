@@ -176,7 +176,7 @@ def prepare_init(cfg, weights: str, out: Path) -> None:
 
 def print_what_it_learned(cfg, run_dir: Path) -> None:
     """Diagnostics at the end of every run; on the built-in sample also the teacher's scores against
-    random init on the sample's held-out ground truth (about a minute on 2 cores)."""
+    random init on the sample's held-out ground truth (about two minutes on 2 cores)."""
     from vidssl.eval.learned import learned_report
 
     if cfg.method.name == "timet":  # no DINO head to diagnose: the loss and the pseudo-labels in use

@@ -72,9 +72,10 @@ def learned_report(run_dir: Path, out_dim: int, truth: Path | None = None, seeds
     if truth is not None:
         s = score_against_random(run_dir, truth, seeds)
         result["sample_scores"] = s
-        for key, name in (("J&F", "label propagation J&F"), ("knn_top1", "k-NN top-1 by object")):
+        for key, name in (("J&F", "label propagation J&F"), ("knn_top1", "k-NN top-1 by object"),
+                          ("unsup_mIoU", "k-means segmentation mIoU")):
             lines.append(f"  {name}: trained {s['trained'][key]:.2f} vs random init {s['random_mean'][key]:.2f} "
-                         f"± {s['random_sd'][key]:.2f} ({seeds} seeds)")
+                         f"± {s['random_sd'][key]:.2f} ({seeds} seed{'s' if seeds != 1 else ''})")
     pictures = sorted(str(p) for p in (run_dir / "tracks").glob("*.png")) if (run_dir / "tracks").is_dir() else []
     if (run_dir / "loss.png").is_file():
         pictures.insert(0, str(run_dir / "loss.png"))

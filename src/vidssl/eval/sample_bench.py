@@ -7,7 +7,8 @@ The sample generator knows where every object is. From frames past the end of th
 - `objects/train|val/object_II/`: ImageFolder crops of each object (train from the sample video's
   own frames, val from the held-out frames), for k-NN by object identity.
 `score_encoder` runs the library's own label propagation (at the sample's size, not 480p) and
-k-NN on them.
+k-NN on them, and clip-wise unsupervised segmentation (TimeT's k-means protocol) of the
+DAVIS-layout sequences.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from vidssl.eval.davis import DavisParams, segment_and_score
 from vidssl.eval.features import FeatureCache, cached_image_features, cls_features
 from vidssl.eval.knn import knn_evaluate
 from vidssl.eval.palette import write_indexed_png
+from vidssl.eval.unsup_seg import evaluate_unsup_seg
 from vidssl.io import atomic_write, write_json, write_text
 
 HELD_OUT = 480  # frames rendered past the video's end
@@ -34,6 +36,8 @@ MIN_PIXELS = 60  # an object smaller than this in some frame does not count as i
 CROP_SIZE = 48
 KNN_IMAGE_SIZE = 64
 DAVIS_PARAMS = DavisParams(short_side=HEIGHT)  # the sample's own size: seconds on a CPU
+UNSUP_INPUT_SIZE = 128  # square, as the protocol resizes; a multiple of patch sizes 8 and 16
+UNSUP_EVAL_SIZE = 48  # a third of the sample's height: k-means in about a second per sequence
 DONE = "complete.json"
 
 
@@ -109,7 +113,9 @@ def write_ground_truth(root: Path, seed: int = 0) -> dict:
 
 
 def score_encoder(vit: nn.Module, root: Path, weights_id: str = "", cache: FeatureCache | None = None) -> dict[str, float]:
-    """{'J&F': %, 'knn_top1': %} of an encoder on the sample's ground truth (k-NN at k = 20)."""
+    """{'J&F': %, 'knn_top1': %, 'unsup_mIoU': %} of an encoder on the sample's ground truth: label
+    propagation, k-NN at k = 20, and k-means of each sequence's patch features with one matching
+    per sequence (the clip protocol, K = the labels present), the mean mIoU over sequences."""
     root = Path(root)
     cache = cache or FeatureCache(None)
     davis = segment_and_score(vit, root / "davis", params=DAVIS_PARAMS, cache=cache, weights_id=weights_id)
@@ -118,4 +124,6 @@ def score_encoder(vit: nn.Module, root: Path, weights_id: str = "", cache: Featu
     feats = [cached_image_features(vit, weights_id, [p for p, _ in s.items], tf, tid, cls_features, "cls", cache)
              for s in (train, val)]
     knn = knn_evaluate(feats[0], train.labels, feats[1], val.labels, ks=(20,), num_classes=len(train.classes))
-    return {"J&F": davis["J&F-mean"], "knn_top1": knn["top1@20"]}
+    seg = evaluate_unsup_seg(vit, root / "davis", "davis", protocols=["clip"], input_size=UNSUP_INPUT_SIZE,
+                             eval_size=UNSUP_EVAL_SIZE, num_workers=0, cache=False)
+    return {"J&F": davis["J&F-mean"], "knn_top1": knn["top1@20"], "unsup_mIoU": seg["metrics"]["clip"]["mIoU"]}
