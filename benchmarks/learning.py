@@ -63,7 +63,10 @@ def main() -> int:
         teacher = load_encoder(run_dir)
         rows.append({"model": f"{method} ({result['step']} steps, {time.perf_counter() - t0:.0f} s)",
                      **score_encoder(teacher, truth), **diagnostics_at_end(run_dir / "metrics.jsonl")})
-    rand = random_init_scores(*arch_of(teacher), truth, args.seeds)
+    from vidssl.config import load_config
+
+    attn_init = load_config(args.preset, overrides).model.attn_init  # random init built as the runs were
+    rand = random_init_scores(*arch_of(teacher), truth, args.seeds, attn_init)
     mean, sd = rand["random_mean"], rand["random_sd"]
     print(f"\nruns in {root}; scores on {truth}")
     print(f"{'model':34s} {'J&F':>7s} {'k-NN':>7s} {'unsup':>7s} {'loss start>end':>15s} {'H(q)':>6s} "

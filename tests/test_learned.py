@@ -61,13 +61,13 @@ def test_end_of_run_block_reports_the_numbers_of_the_files_it_names(video, truth
     assert "J&F" not in block  # a user's video has no ground truth: diagnostics only
     # on the built-in sample the block adds the teacher against random init on the held-out ground truth
     root = truth[0]
-    text, result = learned_report(out, 128, root, seeds=1)
+    text, result = learned_report(out, 128, root, seeds=1, attn_init="mimetic")  # the default's init
     scores = result["sample_scores"]
     assert scores == json.loads((out / LEARNED_NAME).read_text())["sample_scores"]
     for name, key in (("label propagation J&F", "J&F"), ("k-NN top-1 by object", "knn_top1"),
                       ("k-means segmentation mIoU", "unsup_mIoU")):
         assert (f"{name}: trained {scores['trained'][key]:.2f} vs random init {scores['random_mean'][key]:.2f} "
-                f"± 0.00 (1 seed)") in text
+                f"± 0.00 (1 seed, mimetic q/k init)") in text
     # k-means is TimeT's clip protocol: one clustering and one matching per held-out sequence
     clip = evaluate_unsup_seg(load_encoder(out), root / "davis", "davis", protocols=["clip"],
                               input_size=UNSUP_INPUT_SIZE, eval_size=UNSUP_EVAL_SIZE, num_workers=0,

@@ -44,6 +44,9 @@ class ModelConfig:
     patch_size: Literal[PATCH_SIZES] = 16  # type: ignore[valid-type]
     drop_path: float = 0.1  # student only; the teacher has none
     grad_checkpointing: bool = False  # student blocks recompute activations in backward: less memory, ~1/3 more compute
+    # query/key initialisation of every attention block: timm's (std 0.02: flat attention at the start) or
+    # mimetic (W_q W_k^T ~ 0.7 Z + 0.7 I per head: heads attend differently from step 0; docs/diagnostics.md)
+    attn_init: Literal["timm", "mimetic"] = "timm"
     # DINO projection head
     out_dim: int = 65536
     hidden_dim: int = 2048

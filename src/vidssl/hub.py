@@ -134,11 +134,11 @@ def _tensors_only(obj: Any, source: str) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- the formats
 
 
-def _from_random(name: str, seed: int) -> nn.Module:
+def _from_random(name: str, seed: int, attn_init: str) -> nn.Module:
     arch, patch = parse_model_name(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return create_vit(arch, patch)
+        return create_vit(arch, patch, attn_init=attn_init)
 
 
 def _from_vidssl_checkpoint(ckpt: dict[str, Any], key: str, source: str) -> nn.Module:
@@ -201,15 +201,17 @@ def _from_safetensors(path: Path) -> nn.Module:
 # --------------------------------------------------------------------------- public API
 
 
-def load_encoder(weights: str | Path, *, checkpoint_key: str = "teacher", seed: int = 0) -> nn.Module:
+def load_encoder(
+    weights: str | Path, *, checkpoint_key: str = "teacher", seed: int = 0, attn_init: str = "timm"
+) -> nn.Module:
     """Any weights vidssl knows as a timm VisionTransformer (num_classes=0, eval mode, CPU).
 
     `checkpoint_key` picks the network inside training checkpoints ('teacher', the DINO
-    protocol, or 'student'); `seed` seeds `random:NAME`.
+    protocol, or 'student'); `seed` and `attn_init` (`model.attn_init`) build `random:NAME`.
     """
     text = str(weights)
     if text.startswith("random:"):
-        model = _from_random(text[len("random:"):], seed)
+        model = _from_random(text[len("random:"):], seed, attn_init)
         return model.eval()
     path = Path(text).expanduser()
     if not path.exists():

@@ -190,7 +190,7 @@ def print_what_it_learned(cfg, run_dir: Path) -> None:
         truth = ground_truth_dir(cache_dir())
         print("scoring the teacher against random init on the sample's held-out ground truth ...", flush=True)
         write_ground_truth(truth)
-    print(learned_report(run_dir, cfg.model.out_dim, truth)[0])
+    print(learned_report(run_dir, cfg.model.out_dim, truth, attn_init=cfg.model.attn_init)[0])
 
 
 def timet_summary(run_dir: Path) -> str:

@@ -29,12 +29,14 @@ def diagnostics_at_end(metrics: Path) -> dict[str, float]:
     return out
 
 
-def random_init_scores(arch: str, patch: int, truth: Path, seeds: int = 3) -> dict[str, Any]:
-    """Sample scores of random init of one architecture: mean and spread over `seeds` seeds."""
+def random_init_scores(arch: str, patch: int, truth: Path, seeds: int = 3, attn_init: str = "timm") -> dict[str, Any]:
+    """Sample scores of random init of one architecture, initialised as the run was
+    (`model.attn_init`): mean and spread over `seeds` seeds."""
     from vidssl.eval.sample_bench import score_encoder
     from vidssl.hub import load_encoder
 
-    rand = [score_encoder(load_encoder(f"random:{arch}_patch{patch}_224", seed=s), truth) for s in range(seeds)]
+    name = f"random:{arch}_patch{patch}_224"
+    rand = [score_encoder(load_encoder(name, seed=s, attn_init=attn_init), truth) for s in range(seeds)]
     return {
         "random_mean": {k: statistics.fmean(r[k] for r in rand) for k in rand[0]},
         "random_sd": {k: statistics.pstdev(r[k] for r in rand) for k in rand[0]},
@@ -42,17 +44,20 @@ def random_init_scores(arch: str, patch: int, truth: Path, seeds: int = 3) -> di
     }
 
 
-def score_against_random(run_dir: Path, truth: Path, seeds: int = 3) -> dict[str, Any]:
+def score_against_random(run_dir: Path, truth: Path, seeds: int = 3, attn_init: str = "timm") -> dict[str, Any]:
     """The teacher's sample scores and random init's mean and spread over `seeds` seeds."""
     from vidssl.eval.sample_bench import score_encoder
     from vidssl.hub import arch_of, load_encoder
 
     teacher = load_encoder(run_dir)
-    return {"trained": score_encoder(teacher, truth), **random_init_scores(*arch_of(teacher), truth, seeds)}
+    return {"trained": score_encoder(teacher, truth), **random_init_scores(*arch_of(teacher), truth, seeds, attn_init)}
 
 
-def learned_report(run_dir: Path, out_dim: int, truth: Path | None = None, seeds: int = 3) -> tuple[str, dict[str, Any]]:
-    """(printable block, its numbers); also writes them to run_dir/learned.json."""
+def learned_report(
+    run_dir: Path, out_dim: int, truth: Path | None = None, seeds: int = 3, attn_init: str = "timm"
+) -> tuple[str, dict[str, Any]]:
+    """(printable block, its numbers); also writes them to run_dir/learned.json.
+    out_dim and attn_init are the run's `model.out_dim` and `model.attn_init`."""
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
     d = diagnostics_at_end(metrics)
@@ -70,12 +75,13 @@ def learned_report(run_dir: Path, out_dim: int, truth: Path | None = None, seeds
         lines.append(f"  objects: mean pairwise mask IoU {d['mask_iou']:.2f}, Sinkhorn plan {d['plan_distance']:.2f} from uniform")
     result: dict[str, Any] = {"diagnostics": d, "metrics": str(metrics)}
     if truth is not None:
-        s = score_against_random(run_dir, truth, seeds)
+        s = score_against_random(run_dir, truth, seeds, attn_init)
         result["sample_scores"] = s
+        init = ", mimetic q/k init" if attn_init == "mimetic" else ""
         for key, name in (("J&F", "label propagation J&F"), ("knn_top1", "k-NN top-1 by object"),
                           ("unsup_mIoU", "k-means segmentation mIoU")):
             lines.append(f"  {name}: trained {s['trained'][key]:.2f} vs random init {s['random_mean'][key]:.2f} "
-                         f"± {s['random_sd'][key]:.2f} ({seeds} seed{'s' if seeds != 1 else ''})")
+                         f"± {s['random_sd'][key]:.2f} ({seeds} seed{'s' if seeds != 1 else ''}{init})")
     pictures = sorted(str(p) for p in (run_dir / "tracks").glob("*.png")) if (run_dir / "tracks").is_dir() else []
     if (run_dir / "loss.png").is_file():
         pictures.insert(0, str(run_dir / "loss.png"))

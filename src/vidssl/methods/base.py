@@ -47,7 +47,7 @@ def build_student_teacher(cfg: Config) -> tuple[nn.ModuleDict, nn.ModuleDict]:
     m = cfg.model
 
     def network(drop_path: float) -> nn.ModuleDict:
-        backbone = Encoder(create_vit(m.arch, m.patch_size, drop_path))
+        backbone = Encoder(create_vit(m.arch, m.patch_size, drop_path, m.attn_init))
         head = DINOHead(
             backbone.embed_dim, m.out_dim, m.hidden_dim, m.bottleneck_dim, m.head_layers,
             m.use_bn_in_head, m.norm_last_layer,

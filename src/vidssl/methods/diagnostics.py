@@ -113,7 +113,8 @@ def collapse_kind(values: dict[str, Any], out_dim: int) -> tuple[str, str] | Non
     if iou is not None and iou > SAME_OBJECTS_IOU:
         return ("same objects",
                 f"the k tracked objects cover the same patches (mean pairwise mask IoU {iou:.2f}): the teacher's "
-                "[CLS] attention is still flat; train longer or check that the loss falls")
+                "heads' [CLS] attention is still alike; train longer, check that the loss falls, or start the "
+                "heads apart with model.attn_init=mimetic")
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import timm
 import torch.nn as nn
 
+from vidssl.models.mimetic import mimetic_qk_init
 from vidssl.registry import ARCHS
 
 
@@ -19,8 +20,11 @@ def timm_model_name(arch: str, patch_size: int) -> str:
     return f"{arch}_patch{patch_size}_224"
 
 
-def create_vit(arch: str, patch_size: int = 16, drop_path: float = 0.0) -> nn.Module:
+def create_vit(arch: str, patch_size: int = 16, drop_path: float = 0.0, attn_init: str = "timm") -> nn.Module:
     """A randomly initialised timm ViT without a classifier.
+
+    attn_init: "timm" keeps timm's initialisation; "mimetic" re-initialises every block's query
+    and key projections (`vidssl.models.mimetic`).
 
     The position-embedding grid is always the one of 224 px, and `dynamic_img_size` lets the
     same weights run at any multiple of the patch size (crops of 96, 112, 64 px ...). So the
@@ -31,4 +35,9 @@ def create_vit(arch: str, patch_size: int = 16, drop_path: float = 0.0) -> nn.Mo
     if name not in timm.list_models():
         kwargs["patch_size"] = patch_size
         name = timm_model_name(arch, 16)
-    return timm.create_model(name, **kwargs)
+    vit = timm.create_model(name, **kwargs)
+    if attn_init == "mimetic":
+        mimetic_qk_init(vit)
+    elif attn_init != "timm":
+        raise ValueError(f"unknown attention initialisation {attn_init!r}; valid: 'timm', 'mimetic'")
+    return vit
