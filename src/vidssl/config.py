@@ -99,6 +99,9 @@ class MethodConfig:
     warmup_teacher_temp: float = 0.04
     warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9
+    # weight of the KoLeo spread of the student's backbone [CLS] (DINOv2's regulariser, not in
+    # DINO or DoRA: 0 in the paper presets); vidssl/methods/koleo.py
+    koleo_weight: float = 0.0
     # DoRA (SPEC 1.5-1.7)
     num_objects: int = 3  # k
     sinkhorn_iters: int = 30
@@ -444,6 +447,7 @@ _AT_LEAST: dict[str, int | float] = {
     "method.warmup_teacher_temp_epochs": 0, "method.num_objects": 1, "method.track_pictures_every": 0,
     "method.timet_trainable_blocks": 1, "method.timet_prototypes": 2, "method.timet_prop_context": 0,
     "method.timet_prop_radius": 0, "method.timet_prop_topk": 1, "method.timet_backbone_lr_scale": 0,
+    "method.koleo_weight": 0,
     "optim.epochs": 1, "optim.steps_per_epoch": 1, "optim.warmup_epochs": 0, "optim.freeze_last_layer": 0,
     "optim.lr": 0, "optim.min_lr": 0, "optim.clip_grad": 0,
     "engine.num_nodes": 1, "engine.max_steps": 1, "engine.checkpoint_every": 1, "engine.log_every": 1,

@@ -104,7 +104,7 @@ def collapse_kind(values: dict[str, Any], out_dim: int) -> tuple[str, str] | Non
     if per_sample is not None and per_sample > UNIFORM_FRACTION * log_k:
         return ("uniform collapse",
                 f"the teacher's output is near uniform (per-sample entropy {per_sample:.2f} of log K = {log_k:.2f}); "
-                "try a lower method.teacher_temp, a lower optim.momentum_teacher, a higher optim.lr or a smaller model.out_dim")
+                "try a smaller model.bottleneck_dim, a lower method.teacher_temp, a lower optim.momentum_teacher or a higher optim.lr")
     if batch is not None and batch < CONSTANT_FRACTION * log_k:
         return ("constant collapse",
                 f"every input gets the same teacher output (entropy of the batch mean {batch:.2f} of log K = {log_k:.2f}); "

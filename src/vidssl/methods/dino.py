@@ -16,6 +16,7 @@ from vidssl.methods.dino_views import MultiCropFrames
 from vidssl.methods.base import Method, StepInfo, build_student_teacher
 from vidssl.methods.diagnostics import step_diagnostics
 from vidssl.methods.dino_loss import DistillationLoss
+from vidssl.methods.koleo import koleo_per_view
 
 
 def fold_frames(view: torch.Tensor) -> torch.Tensor:
@@ -33,10 +34,11 @@ class DINO(Method):
     def make_transform(self) -> MultiCropFrames:
         return MultiCropFrames(self.cfg.aug)
 
-    def embed(self, network: torch.nn.ModuleDict, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Head outputs for views of one size in one backbone call; one (B*T, D_out) per view."""
-        x = torch.cat([fold_frames(v) for v in views])
-        return list(network["head"](network["backbone"](x)).chunk(len(views)))
+    def embed(self, network: torch.nn.ModuleDict, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Views of one size in one backbone call: head outputs, one (B*T, D_out) per view, and
+        the backbone's [CLS] of all of them (len(views) * B*T, D)."""
+        cls = network["backbone"](torch.cat([fold_frames(v) for v in views]))
+        return list(network["head"](cls).chunk(len(views))), cls
 
     def training_step(self, views: list[torch.Tensor], info: StepInfo) -> tuple[torch.Tensor, dict[str, Any]]:
         globals_, locals_ = views[: self.num_globals], views[self.num_globals :]
@@ -44,10 +46,15 @@ class DINO(Method):
             seen = self.teacher["backbone"].encode_with_last_attention(torch.cat([fold_frames(v) for v in globals_]))
             teacher_out = list(self.teacher["head"](seen.cls).chunk(len(globals_)))
             probs = self.loss.teacher_probs(torch.stack(teacher_out), info.epoch)  # (G, B*T, K)
-        student_out = self.embed(self.student, globals_)
+        student_out, student_cls = self.embed(self.student, globals_)
         if locals_:
-            student_out += self.embed(self.student, locals_)
+            student_out += self.embed(self.student, locals_)[0]
         loss = self.loss.multi_view(student_out, teacher_out, info.epoch, targets=list(probs))
         logs = step_diagnostics(probs, loss, self.loss.center, seen.cls_attention)
         logs["teacher_temp"] = self.loss.teacher_temperature(info.epoch)
+        weight = self.cfg.method.koleo_weight
+        if weight > 0:
+            koleo = koleo_per_view(student_cls, len(globals_))
+            logs["koleo"] = koleo.item()
+            loss = loss + weight * koleo
         return loss, logs

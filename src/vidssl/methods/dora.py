@@ -24,6 +24,7 @@ from vidssl.methods.base import Method, StepInfo, build_student_teacher
 from vidssl.methods.diagnostics import mask_pairwise_iou, plan_distance_from_uniform, step_diagnostics
 from vidssl.methods.dino_loss import DistillationLoss
 from vidssl.methods.dora_views import DoRAClipViews
+from vidssl.methods.koleo import koleo_per_view
 from vidssl.ops.tracking import choose_heads, mask_frames, track_clips
 
 
@@ -112,7 +113,8 @@ class DoRA(Method):
             teacher_out = self.teacher["head"](teacher_cls.flatten(0, 1)).view(B, T, -1)  # (B, T, D_out)
             probs = self.loss.teacher_probs(teacher_out, info.epoch)
         masked = mask_frames(frames, tracks.masks, teacher.patch_size)  # (k, B, T, 3, S, S)
-        student_masked = self._embed(self.student, masked.flatten(0, 2)).view(k, B, T, -1)
+        student_cls = self.student["backbone"](masked.flatten(0, 2))  # (k*B*T, D)
+        student_masked = self.student["head"](student_cls).view(k, B, T, -1)
         student_local = None
         if local_views:
             locals_ = normalize(torch.stack(local_views))  # (V, B, T, 3, s, s)
@@ -131,4 +133,8 @@ class DoRA(Method):
         )
         if local_ce is not None:
             logs["local_ce"] = local_ce.mean().item()
+        if m.koleo_weight > 0:  # per object: the masked copies of one object, over all frames
+            koleo = koleo_per_view(student_cls, k)
+            logs["koleo"] = koleo.item()
+            loss = loss + m.koleo_weight * koleo
         return loss, logs
